@@ -1,0 +1,68 @@
+"""Pure math of the two action kinds: the squashed Gaussian (Box) and categorical expectations (Discrete).
+
+No SB3 import here: these functions are what the exact tests check against numerical integration.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch as th
+from torch.nn import functional as F
+
+# Clip of the Gaussian's log standard deviation, as in SAC's reference implementation and SB3.
+LOG_STD_MIN = -20.0
+LOG_STD_MAX = 2.0
+
+_LOG_2 = math.log(2.0)
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def tanh_log_abs_det_jacobian(pre_tanh: th.Tensor) -> th.Tensor:
+    """
+    ``log(1 - tanh(n)^2)`` computed from the pre-tanh value ``n``, element-wise.
+
+    Uses the identity ``log(1 - tanh(n)^2) = 2 (log 2 - n - softplus(-2n))``, which is exact and stays
+    finite (with finite gradients) for any finite ``n``. Computing it from ``a = tanh(n)`` instead
+    (``log(1 - a^2 + eps)``) saturates once |n| > ~9 in float32 and biases the density.
+    """
+    return 2.0 * (_LOG_2 - pre_tanh - F.softplus(-2.0 * pre_tanh))
+
+
+def gaussian_log_prob(value: th.Tensor, mean: th.Tensor, log_std: th.Tensor) -> th.Tensor:
+    """Log-density of a diagonal Gaussian, summed over the last dimension (shape ``[..., 1]``)."""
+    z = (value - mean) * th.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - _HALF_LOG_2PI).sum(dim=-1, keepdim=True)
+
+
+def squashed_gaussian_log_prob(pre_tanh: th.Tensor, mean: th.Tensor, log_std: th.Tensor) -> th.Tensor:
+    """
+    Exact log-density of ``a = tanh(n)``, ``n ~ N(mean, exp(log_std)^2)``, evaluated from ``n``.
+
+    Change of variables (SAC paper, appendix C): ``log pi(a) = log N(n) - sum_i log(1 - tanh(n_i)^2)``.
+
+    :return: shape ``[..., 1]``
+    """
+    jacobian = tanh_log_abs_det_jacobian(pre_tanh).sum(dim=-1, keepdim=True)
+    return gaussian_log_prob(pre_tanh, mean, log_std) - jacobian
+
+
+def sample_squashed_gaussian(mean: th.Tensor, log_std: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    """
+    Reparameterised sample ``a = tanh(mean + std * eps)`` and its exact log-density.
+
+    :return: the action in ``[-1, 1]`` and its log-probability (shape ``[..., 1]``)
+    """
+    pre_tanh = mean + th.exp(log_std) * th.randn_like(mean)
+    return th.tanh(pre_tanh), squashed_gaussian_log_prob(pre_tanh, mean, log_std)
+
+
+def categorical_expectation(probs: th.Tensor, values: th.Tensor) -> th.Tensor:
+    """Exact ``E_{a ~ pi}[F(a)] = pi^T F`` over the last dimension (shape ``[..., 1]``)."""
+    return (probs * values).sum(dim=-1, keepdim=True)
+
+
+def categorical_entropy(logits: th.Tensor) -> th.Tensor:
+    """Exact entropy ``-sum_a pi(a) log pi(a)`` from logits, using ``log_softmax`` (never ``log(probs)``)."""
+    log_probs = th.log_softmax(logits, dim=-1)
+    return -categorical_expectation(log_probs.exp(), log_probs)

@@ -1,0 +1,384 @@
+"""SACPlus: Soft Actor-Critic for Box and Discrete actions, as an SB3 ``OffPolicyAlgorithm``."""
+
+from __future__ import annotations
+
+import io
+import math
+import pathlib
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, Schedule
+from stable_baselines3.common.utils import get_parameters_by_name
+
+from sac_plus.checkpoint import atomic_write_path
+from sac_plus.policies import Actor, CnnPolicy, EnsembleCritic, MlpPolicy, MultiInputPolicy, SACPlusPolicy
+from sac_plus.temperature import (
+    DEFAULT_DISCRETE_TARGET_ENTROPY_SCALE,
+    check_target_entropy_scale,
+    parse_ent_coef,
+    resolve_target_entropy,
+    temperature_loss,
+)
+
+SelfSACPlus = TypeVar("SelfSACPlus", bound="SACPlus")
+
+ACCEPTED_ACTION_SPACES = "gymnasium.spaces.Box with finite bounds, or gymnasium.spaces.Discrete with start=0"
+
+
+def check_action_space(action_space: spaces.Space) -> None:
+    """Raise a clear error for an action space SACPlus cannot handle."""
+    if isinstance(action_space, spaces.Box):
+        if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+            raise ValueError(
+                f"action_space={action_space} has non-finite bounds (low={action_space.low}, high={action_space.high}); "
+                f"the squashed Gaussian is rescaled to the bounds, so they must be finite. Accepted: {ACCEPTED_ACTION_SPACES}"
+            )
+        return
+    if isinstance(action_space, spaces.Discrete):
+        if int(action_space.start) != 0:
+            raise ValueError(f"action_space={action_space} starts at {action_space.start}; accepted: {ACCEPTED_ACTION_SPACES}")
+        return
+    raise TypeError(
+        f"action_space={action_space} ({type(action_space).__name__}) is not supported; accepted: {ACCEPTED_ACTION_SPACES}"
+    )
+
+
+class SACPlus(OffPolicyAlgorithm):
+    """
+    Soft Actor-Critic (Haarnoja et al. 2018, https://arxiv.org/abs/1801.01290 and https://arxiv.org/abs/1812.05905)
+    for Box and Discrete action spaces (Christodoulou 2019, https://arxiv.org/abs/1910.07207), with twin (or
+    ``n_critics``) critics, target critics and a learned temperature.
+
+    Takes every keyword of ``stable_baselines3.SAC`` with the same meaning and default, plus
+    ``target_entropy_scale``.
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: learning rate for Adam, the same for actor, critics and temperature
+        (as the lecture advises); a float or a function of the remaining progress (from 1 to 0)
+    :param buffer_size: size of the replay buffer
+    :param learning_starts: how many steps of the model to collect transitions for before learning starts
+    :param batch_size: Minibatch size for each gradient update
+    :param tau: the soft update coefficient ("Polyak update", between 0 and 1)
+    :param gamma: the discount factor
+    :param train_freq: Update the model every ``train_freq`` steps. Alternatively pass a tuple of frequency and unit
+        like ``(5, "step")`` or ``(2, "episode")``.
+    :param gradient_steps: How many gradient steps to do after each rollout (see ``train_freq``);
+        ``-1`` means as many gradient steps as steps done in the environment during the rollout.
+    :param action_noise: the action noise type (None by default), Box actions only
+    :param replay_buffer_class: Replay buffer class to use (for instance ``HerReplayBuffer``).
+        If ``None``, it will be automatically selected.
+    :param replay_buffer_kwargs: Keyword arguments to pass to the replay buffer on creation.
+    :param optimize_memory_usage: Enable a memory efficient variant of the replay buffer
+    :param n_steps: n-step returns (SB3's ``NStepReplayBuffer``) when ``replay_buffer_class`` is None
+    :param ent_coef: the temperature alpha. ``"auto"`` learns it starting from 1.0, ``"auto_0.1"`` learns it
+        starting from 0.1, a positive float fixes it.
+    :param target_update_interval: update the target critics every ``target_update_interval`` gradient
+        updates; updates are counted across ``learn()`` calls.
+    :param target_entropy: target entropy H_target when alpha is learned. ``"auto"``: ``-dim(A)`` for Box,
+        ``target_entropy_scale * log|A|`` for Discrete; a float sets it directly.
+    :param target_entropy_scale: Discrete actions only: the fraction of the largest entropy ``log|A|`` used by
+        ``target_entropy="auto"``, in (0, 1]. The default 0.98 is the lecture's heuristic (Christodoulou 2019),
+        kept until the learning benchmark (benchmarks/returns.py) shows a better one.
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE), Box only
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE (-1: once per rollout)
+    :param use_sde_at_warmup: Whether to use gSDE instead of uniform sampling before learning starts
+    :param stats_window_size: Window size for the rollout logging
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments for the policy (``net_arch``, ``n_critics``, ``init_scheme``, ...),
+        see :class:`sac_plus.policies.SACPlusPolicy`
+    :param verbose: Verbosity level: 0 none, 1 info, 2 debug
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+    policy: SACPlusPolicy
+    actor: Actor
+    critic: EnsembleCritic
+    critic_target: EnsembleCritic
+
+    def __init__(
+        self,
+        policy: str | type[SACPlusPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 3e-4,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 100,
+        batch_size: int = 256,
+        tau: float = 0.005,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 1,
+        gradient_steps: int = 1,
+        action_noise: ActionNoise | None = None,
+        replay_buffer_class: type[ReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        n_steps: int = 1,
+        ent_coef: str | float = "auto",
+        target_update_interval: int = 1,
+        target_entropy: str | float = "auto",
+        target_entropy_scale: float = DEFAULT_DISCRETE_TARGET_ENTROPY_SCALE,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        use_sde_at_warmup: bool = False,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        # Check what needs no environment before building one.
+        parse_ent_coef(ent_coef)
+        check_target_entropy_scale(target_entropy_scale)
+        if (
+            isinstance(target_update_interval, bool)
+            or not isinstance(target_update_interval, int)
+            or target_update_interval < 1
+        ):
+            raise ValueError(f"target_update_interval={target_update_interval!r} is not valid; accepted: an integer >= 1")
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            buffer_size,
+            learning_starts,
+            batch_size,
+            tau,
+            gamma,
+            train_freq,
+            gradient_steps,
+            action_noise,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
+            n_steps=n_steps,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            use_sde_at_warmup=use_sde_at_warmup,
+            support_multi_env=True,
+        )
+        if getattr(self, "action_space", None) is not None:  # absent while SB3's load() rebuilds the model
+            check_action_space(self.action_space)
+        self.ent_coef = ent_coef
+        self.target_entropy = target_entropy
+        self.target_entropy_scale = target_entropy_scale
+        self.target_update_interval = target_update_interval
+        self.log_ent_coef: th.Tensor | None = None
+        self.ent_coef_optimizer: th.optim.Optimizer | None = None
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        check_action_space(self.action_space)
+        super()._setup_model()
+        self._create_aliases()
+        self.target_entropy = resolve_target_entropy(self.target_entropy, self.action_space, self.target_entropy_scale)
+        learned, init_value = parse_ent_coef(self.ent_coef)
+        if learned:
+            # alpha is optimised as log(alpha): positive by construction (see temperature_loss for the gradient)
+            self.log_ent_coef = th.full((1,), math.log(init_value), device=self.device).requires_grad_(True)
+            self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1))
+        else:
+            self.ent_coef_tensor = th.tensor(init_value, device=self.device)
+        self._setup_target_update()
+
+    def _create_aliases(self) -> None:
+        self.actor = self.policy.actor
+        self.critic = self.policy.critic
+        self.critic_target = self.policy.critic_target
+
+    def _setup_target_update(self) -> None:
+        """Parameter lists for the Polyak update, built once: the update is then one multi-tensor lerp."""
+        self._target_sources = list(self.critic.parameters())
+        self._target_destinations = list(self.critic_target.parameters())
+        # Running statistics (batch norm) are copied, not averaged (SB3 issue #996)
+        self._target_stats_sources = get_parameters_by_name(self.critic, ["running_"])
+        self._target_stats_destinations = get_parameters_by_name(self.critic_target, ["running_"])
+        self._trained_critic_parameters = [p for group in self.critic.optimizer.param_groups for p in group["params"]]
+
+    def _optimizers(self) -> list[th.optim.Optimizer]:
+        optimizers = [self.actor.optimizer, self.critic.optimizer]
+        if self.ent_coef_optimizer is not None:
+            optimizers.append(self.ent_coef_optimizer)
+        return optimizers
+
+    def _current_ent_coef(self) -> th.Tensor:
+        """alpha as a constant of this update (the temperature loss is the only one that moves it)."""
+        if self.log_ent_coef is not None:
+            return self.log_ent_coef.detach().exp()
+        return self.ent_coef_tensor
+
+    def _critic_loss(self, data: ReplayBufferSamples, ent_coef: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """
+        ``sum_i mean((Q_i(s, a) - y)^2)`` with ``y = r + gamma^n (1 - done) V_target(s')``, where
+        ``V_target(s') = E_pi[min_i Qtarget_i(s', a') - alpha log pi(a'|s')]`` uses the current actor.
+
+        :return: the loss and the mean Q-value of the batch (for logging)
+        """
+        with th.no_grad():
+            next_value = self.policy.soft_value(data.next_observations, self.critic_target, ent_coef).value
+            # n-step buffers give gamma^k per sample (k <= n when the episode ended early)
+            discounts = data.discounts if data.discounts is not None else self.gamma
+            target_q = data.rewards + (1 - data.dones) * discounts * next_value
+        current_q = self.critic.q_of_actions(data.observations, data.actions)
+        return (current_q - target_q).pow(2).mean(dim=(1, 2)).sum(), current_q.detach().mean()
+
+    def _actor_loss(self, observations: th.Tensor, ent_coef: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """
+        ``-mean_s E_pi[min_i Q_i(s, a) - alpha log pi(a|s)]`` with the *current* critics at ``s``.
+
+        The critic weights are frozen while the graph is built, so backward computes only the gradients the
+        actor needs (SB3 computes the critics' weight gradients here and throws them away).
+
+        :return: the loss and ``E_pi[log pi(.|s)]`` per state (for the temperature)
+        """
+        for param in self._trained_critic_parameters:
+            param.requires_grad_(False)
+        try:
+            soft = self.policy.soft_value(observations, self.critic, ent_coef)
+        finally:
+            for param in self._trained_critic_parameters:
+                param.requires_grad_(True)
+        return -soft.value.mean(), soft.mean_log_prob
+
+    @staticmethod
+    def _optimize(optimizer: th.optim.Optimizer, loss: th.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def _gradient_step(self, data: ReplayBufferSamples) -> th.Tensor:
+        """
+        One update of critics, actor and temperature, all with the same alpha (taken before the update).
+
+        :return: ``[critic_loss, actor_loss, ent_coef, entropy, q_mean, ent_coef_loss]`` as one detached tensor,
+            so that logging costs no host synchronisation per update
+        """
+        ent_coef = self._current_ent_coef()
+        critic_loss, q_mean = self._critic_loss(data, ent_coef)
+        self._optimize(self.critic.optimizer, critic_loss)
+        actor_loss, mean_log_prob = self._actor_loss(data.observations, ent_coef)
+        self._optimize(self.actor.optimizer, actor_loss)
+        if self.ent_coef_optimizer is not None:
+            ent_coef_loss = temperature_loss(self.log_ent_coef, mean_log_prob, self.target_entropy)
+            self._optimize(self.ent_coef_optimizer, ent_coef_loss)
+        else:
+            ent_coef_loss = th.zeros((), device=self.device)
+        return th.stack([critic_loss, actor_loss, ent_coef.reshape(()), -mean_log_prob.mean(), q_mean, ent_coef_loss]).detach()
+
+    @th.no_grad()
+    def _update_target_critics(self) -> None:
+        """Polyak averaging ``target <- (1 - tau) target + tau critic`` as one multi-tensor operation."""
+        th._foreach_lerp_(self._target_destinations, self._target_sources, self.tau)
+        if self._target_stats_sources:
+            th._foreach_copy_(self._target_stats_destinations, self._target_stats_sources)
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self._optimizers())
+        stats = []
+        for _ in range(gradient_steps):
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            if self.use_sde:
+                # log_std may have changed since the last sample
+                self.actor.reset_noise()
+            stats.append(self._gradient_step(data))
+            # counted across learn() calls, unlike SB3 SAC which restarts the count in every train() call
+            if self._n_updates % self.target_update_interval == 0:
+                self._update_target_critics()
+            self._n_updates += 1
+        self._log_train_stats(th.stack(stats).mean(dim=0).tolist())
+
+    def _log_train_stats(self, means: list[float]) -> None:
+        critic_loss, actor_loss, ent_coef, entropy, q_mean, ent_coef_loss = means
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/ent_coef", ent_coef)
+        self.logger.record("train/actor_loss", actor_loss)
+        self.logger.record("train/critic_loss", critic_loss)
+        if self.ent_coef_optimizer is not None:
+            self.logger.record("train/ent_coef_loss", ent_coef_loss)
+        self.logger.record("train/entropy", entropy)
+        self.logger.record("train/target_entropy", self.target_entropy)
+        self.logger.record("train/q_mean", q_mean)
+
+    def learn(
+        self: SelfSACPlus,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "SACPlus",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfSACPlus:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: list[str] | None = None,
+        include: list[str] | None = None,
+    ) -> None:
+        """
+        Save the model in SB3's zip format. A file path is written atomically: a save that fails midway
+        leaves any previous file at ``path`` as it was.
+        """
+        if isinstance(path, io.BufferedIOBase):
+            super().save(path, exclude=exclude, include=include)
+            return
+        with atomic_write_path(path, "zip") as tmp:
+            super().save(tmp, exclude=exclude, include=include)
+
+    def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        """Save the replay buffer as a pickle file, atomically when ``path`` is a file path (see :meth:`save`)."""
+        if isinstance(path, io.BufferedIOBase):
+            super().save_replay_buffer(path)
+            return
+        with atomic_write_path(path, "pkl") as tmp:
+            super().save_replay_buffer(tmp)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [
+            *super()._excluded_save_params(),
+            "actor",
+            "critic",
+            "critic_target",
+            "_target_sources",
+            "_target_destinations",
+            "_target_stats_sources",
+            "_target_stats_destinations",
+            "_trained_critic_parameters",
+        ]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts = ["policy", "actor.optimizer", "critic.optimizer"]
+        if self.ent_coef_optimizer is not None:
+            return [*state_dicts, "ent_coef_optimizer"], ["log_ent_coef"]
+        return state_dicts, ["ent_coef_tensor"]

@@ -1,0 +1,88 @@
+"""The temperature alpha: fixed or learned, and the target-entropy heuristics (Haarnoja et al. 2018b, sec. 5)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+
+# The lecture's heuristic for Discrete actions is 0.98 * log|A| (Christodoulou 2019, "Soft Actor-Critic for
+# Discrete Action Settings"). It is kept as the default until benchmarks/returns.py shows a better one.
+DEFAULT_DISCRETE_TARGET_ENTROPY_SCALE = 0.98
+
+
+def parse_ent_coef(ent_coef: str | float) -> tuple[bool, float]:
+    """
+    Read SB3's ``ent_coef`` convention.
+
+    :param ent_coef: ``"auto"`` (learned, starts at 1.0), ``"auto_X"`` (learned, starts at X > 0),
+        or a positive number (fixed alpha)
+    :return: whether alpha is learned, and its initial value
+    """
+    accepted = "accepted: 'auto', 'auto_<initial value>' such as 'auto_0.1', or a positive float"
+    if isinstance(ent_coef, str):
+        if ent_coef == "auto":
+            return True, 1.0
+        if ent_coef.startswith("auto_"):
+            try:
+                init_value = float(ent_coef[len("auto_") :])
+            except ValueError:
+                raise ValueError(f"ent_coef={ent_coef!r} has no number after 'auto_'; {accepted}") from None
+            if not (math.isfinite(init_value) and init_value > 0):
+                raise ValueError(f"ent_coef={ent_coef!r}: the initial value must be finite and > 0; {accepted}")
+            return True, init_value
+        raise ValueError(f"ent_coef={ent_coef!r} is not understood; {accepted}")
+    if isinstance(ent_coef, bool) or not isinstance(ent_coef, (int, float, np.floating, np.integer)):
+        raise TypeError(f"ent_coef={ent_coef!r} has type {type(ent_coef).__name__}; {accepted}")
+    if not (math.isfinite(float(ent_coef)) and ent_coef > 0):
+        raise ValueError(f"ent_coef={ent_coef!r} must be finite and > 0; {accepted}")
+    return False, float(ent_coef)
+
+
+def check_target_entropy_scale(scale: float) -> float:
+    """Validate ``target_entropy_scale``: H_target = scale * log|A| must lie in (0, log|A|]."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)):
+        raise TypeError(f"target_entropy_scale={scale!r} has type {type(scale).__name__}; accepted: a float in (0, 1]")
+    if not (0.0 < float(scale) <= 1.0):
+        raise ValueError(
+            f"target_entropy_scale={scale!r} is outside (0, 1]; accepted: a float in (0, 1] "
+            "(the target entropy is scale * log|A|, and log|A| is the largest entropy a policy over |A| actions has)"
+        )
+    return float(scale)
+
+
+def auto_target_entropy(action_space: spaces.Space, discrete_scale: float) -> float:
+    """
+    The "auto" target entropy: ``-dim(A)`` for Box actions (SAC paper), ``scale * log|A|`` for Discrete ones.
+    """
+    if isinstance(action_space, spaces.Discrete):
+        return discrete_scale * math.log(int(action_space.n))
+    return -float(np.prod(action_space.shape))
+
+
+def resolve_target_entropy(target_entropy: str | float, action_space: spaces.Space, discrete_scale: float) -> float:
+    """``"auto"`` gives the heuristic of :func:`auto_target_entropy`; a number is used as it is."""
+    if isinstance(target_entropy, str):
+        if target_entropy != "auto":
+            raise ValueError(f"target_entropy={target_entropy!r} is not understood; accepted: 'auto' or a float")
+        return auto_target_entropy(action_space, discrete_scale)
+    if not math.isfinite(float(target_entropy)):
+        raise ValueError(f"target_entropy={target_entropy!r} must be finite; accepted: 'auto' or a finite float")
+    return float(target_entropy)
+
+
+def temperature_loss(log_ent_coef: th.Tensor, mean_log_prob: th.Tensor, target_entropy: float) -> th.Tensor:
+    """
+    Loss of the temperature: ``E[-log(alpha) * (log pi(a|s) + H_target)]``.
+
+    The lecture's loss is ``E[-alpha (log pi + H_target)]``; we differentiate with respect to ``log alpha``
+    through ``log alpha`` itself rather than through ``alpha = exp(log alpha)``. Both have the same fixed
+    point (entropy = target) and the same sign of step, but the gradient of the alpha form is scaled by alpha
+    and vanishes as alpha -> 0, so a collapsed temperature could not recover; the log form keeps a step size
+    independent of alpha (softlearning issue #37, also SB3's choice).
+
+    :param mean_log_prob: ``E_pi[log pi(.|s)]`` per state (detached here: this loss only moves alpha)
+    """
+    return -(log_ent_coef * (mean_log_prob.detach() + target_entropy)).mean()
