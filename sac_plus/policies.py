@@ -37,11 +37,19 @@ from sac_plus.distributions import (
 INIT_SCHEMES = ("lecture", "pytorch")
 
 
+# |a| above this counts as a saturated tanh unit: the gradient through tanh is then below 2% of its maximum
+SATURATION_THRESHOLD = 0.99
+
+
 class SoftValue(NamedTuple):
-    """``value`` = E_pi[min_i Q_i(s, a) - alpha log pi(a|s)] and ``mean_log_prob`` = E_pi[log pi(a|s)], each [B, 1]."""
+    """
+    ``value`` = E_pi[min_i Q_i(s, a) - alpha log pi(a|s)] and ``mean_log_prob`` = E_pi[log pi(a|s)], each [B, 1];
+    ``saturation``: Box only, the fraction of sampled action units with ``|tanh(n)| > 0.99`` (a diagnostic).
+    """
 
     value: th.Tensor
     mean_log_prob: th.Tensor
+    saturation: th.Tensor | None = None
 
 
 def check_init_scheme(init_scheme: str) -> str:
@@ -331,7 +339,8 @@ class SquashedGaussianActor(BasePolicy):
         """One reparameterised sample: gradients reach the actor through the action (lecture: reparameterisation)."""
         actions, log_prob = self.action_log_prob(obs)
         min_q = critic(obs, actions).min(dim=0).values
-        return SoftValue(min_q - ent_coef * log_prob, log_prob)
+        saturation = (actions.detach().abs() > SATURATION_THRESHOLD).float().mean()
+        return SoftValue(min_q - ent_coef * log_prob, log_prob, saturation)
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         if deterministic:

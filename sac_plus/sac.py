@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import pathlib
+import warnings
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -14,11 +15,11 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, RolloutReturn, Schedule
 from stable_baselines3.common.utils import get_parameters_by_name
 
 from sac_plus.checkpoint import atomic_write_path
-from sac_plus.policies import Actor, CnnPolicy, EnsembleCritic, MlpPolicy, MultiInputPolicy, SACPlusPolicy
+from sac_plus.policies import Actor, CnnPolicy, EnsembleCritic, MlpPolicy, MultiInputPolicy, SACPlusPolicy, SoftValue
 from sac_plus.temperature import (
     DEFAULT_DISCRETE_TARGET_ENTROPY_SCALE,
     check_target_entropy_scale,
@@ -30,6 +31,25 @@ from sac_plus.temperature import (
 SelfSACPlus = TypeVar("SelfSACPlus", bound="SACPlus")
 
 ACCEPTED_ACTION_SPACES = "gymnasium.spaces.Box with finite bounds, or gymnasium.spaces.Discrete with start=0"
+ON_DIVERGENCE = ("raise", "stop")
+
+# What each gradient step reports, in this order: (logger key, name in a divergence message).
+TRAIN_STATS = (
+    ("train/critic_loss", "the critic loss"),
+    ("train/actor_loss", "the actor loss"),
+    ("train/ent_coef", "the temperature alpha (ent_coef)"),
+    ("train/entropy", "the policy entropy"),
+    ("train/q_mean", "the mean Q-value"),
+    ("train/ent_coef_loss", "the temperature loss"),
+    ("train/tanh_saturation", "the fraction of saturated tanh units"),
+)
+# Reading the non-finite flags back costs a host synchronisation on a GPU: there, do it this rarely (and at each
+# log dump). On the CPU there is nothing to synchronise, so the flags are read after every train() call.
+DIVERGENCE_CHECK_INTERVAL = 1000
+
+
+class DivergenceError(RuntimeError):
+    """A loss, Q-value or the temperature became NaN or infinite during training."""
 
 
 def check_action_space(action_space: spaces.Space) -> None:
@@ -97,6 +117,10 @@ class SACPlus(OffPolicyAlgorithm):
     :param verbose: Verbosity level: 0 none, 1 info, 2 debug
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param on_divergence: what to do when a loss, the mean Q-value or alpha becomes non-finite: ``"raise"`` a
+        :class:`DivergenceError`, or ``"stop"`` training cleanly (``learn()`` returns, with a warning). The check
+        reads flags kept on the device: on a GPU every 1000 updates and at each log dump (no per-update host
+        synchronisation), on the CPU after every ``train()`` call.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
@@ -140,11 +164,16 @@ class SACPlus(OffPolicyAlgorithm):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
+        on_divergence: str = "raise",
         _init_setup_model: bool = True,
     ):
         # Check what needs no environment before building one.
         parse_ent_coef(ent_coef)
         check_target_entropy_scale(target_entropy_scale)
+        if on_divergence not in ON_DIVERGENCE:
+            raise ValueError(
+                f"on_divergence={on_divergence!r} is not understood; accepted: {', '.join(map(repr, ON_DIVERGENCE))}"
+            )
         if (
             isinstance(target_update_interval, bool)
             or not isinstance(target_update_interval, int)
@@ -184,6 +213,7 @@ class SACPlus(OffPolicyAlgorithm):
         self.target_entropy = target_entropy
         self.target_entropy_scale = target_entropy_scale
         self.target_update_interval = target_update_interval
+        self.on_divergence = on_divergence
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Optimizer | None = None
         if _init_setup_model:
@@ -202,6 +232,11 @@ class SACPlus(OffPolicyAlgorithm):
         else:
             self.ent_coef_tensor = th.tensor(init_value, device=self.device)
         self._setup_target_update()
+        self._reset_train_stats()
+        self._first_nonfinite_update = th.full((len(TRAIN_STATS),), th.iinfo(th.int64).max, device=self.device)
+        self._divergence_check_interval = 1 if self.device.type == "cpu" else DIVERGENCE_CHECK_INTERVAL
+        self._next_divergence_check = self._n_updates + self._divergence_check_interval
+        self._divergence: str | None = None
 
     def _create_aliases(self) -> None:
         self.actor = self.policy.actor
@@ -244,14 +279,14 @@ class SACPlus(OffPolicyAlgorithm):
         current_q = self.critic.q_of_actions(data.observations, data.actions)
         return (current_q - target_q).pow(2).mean(dim=(1, 2)).sum(), current_q.detach().mean()
 
-    def _actor_loss(self, observations: th.Tensor, ent_coef: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    def _actor_loss(self, observations: th.Tensor, ent_coef: th.Tensor) -> tuple[th.Tensor, SoftValue]:
         """
         ``-mean_s E_pi[min_i Q_i(s, a) - alpha log pi(a|s)]`` with the *current* critics at ``s``.
 
         The critic weights are frozen while the graph is built, so backward computes only the gradients the
         actor needs (SB3 computes the critics' weight gradients here and throws them away).
 
-        :return: the loss and ``E_pi[log pi(.|s)]`` per state (for the temperature)
+        :return: the loss and the soft value terms (``mean_log_prob`` is what the temperature needs)
         """
         for param in self._trained_critic_parameters:
             param.requires_grad_(False)
@@ -260,7 +295,7 @@ class SACPlus(OffPolicyAlgorithm):
         finally:
             for param in self._trained_critic_parameters:
                 param.requires_grad_(True)
-        return -soft.value.mean(), soft.mean_log_prob
+        return -soft.value.mean(), soft
 
     @staticmethod
     def _optimize(optimizer: th.optim.Optimizer, loss: th.Tensor) -> None:
@@ -272,20 +307,22 @@ class SACPlus(OffPolicyAlgorithm):
         """
         One update of critics, actor and temperature, all with the same alpha (taken before the update).
 
-        :return: ``[critic_loss, actor_loss, ent_coef, entropy, q_mean, ent_coef_loss]`` as one detached tensor,
-            so that logging costs no host synchronisation per update
+        :return: the statistics of :data:`TRAIN_STATS` as one detached tensor, so that logging costs no host
+            synchronisation per update (statistics that do not apply are 0 and are not logged)
         """
         ent_coef = self._current_ent_coef()
         critic_loss, q_mean = self._critic_loss(data, ent_coef)
         self._optimize(self.critic.optimizer, critic_loss)
-        actor_loss, mean_log_prob = self._actor_loss(data.observations, ent_coef)
+        actor_loss, soft = self._actor_loss(data.observations, ent_coef)
         self._optimize(self.actor.optimizer, actor_loss)
+        zero = th.zeros((), device=self.device)
+        ent_coef_loss = zero
         if self.ent_coef_optimizer is not None:
-            ent_coef_loss = temperature_loss(self.log_ent_coef, mean_log_prob, self.target_entropy)
+            ent_coef_loss = temperature_loss(self.log_ent_coef, soft.mean_log_prob, self.target_entropy)
             self._optimize(self.ent_coef_optimizer, ent_coef_loss)
-        else:
-            ent_coef_loss = th.zeros((), device=self.device)
-        return th.stack([critic_loss, actor_loss, ent_coef.reshape(()), -mean_log_prob.mean(), q_mean, ent_coef_loss]).detach()
+        saturation = zero if soft.saturation is None else soft.saturation
+        entropy = -soft.mean_log_prob.mean()
+        return th.stack([critic_loss, actor_loss, ent_coef.reshape(()), entropy, q_mean, ent_coef_loss, saturation]).detach()
 
     @th.no_grad()
     def _update_target_critics(self) -> None:
@@ -297,6 +334,7 @@ class SACPlus(OffPolicyAlgorithm):
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         self.policy.set_training_mode(True)
         self._update_learning_rate(self._optimizers())
+        first_update = self._n_updates
         stats = []
         for _ in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
@@ -308,19 +346,68 @@ class SACPlus(OffPolicyAlgorithm):
             if self._n_updates % self.target_update_interval == 0:
                 self._update_target_critics()
             self._n_updates += 1
-        self._log_train_stats(th.stack(stats).mean(dim=0).tolist())
+        self._accumulate_train_stats(th.stack(stats), first_update)
+        if self._n_updates >= self._next_divergence_check:
+            self._next_divergence_check = self._n_updates + self._divergence_check_interval
+            self._check_divergence()
 
-    def _log_train_stats(self, means: list[float]) -> None:
-        critic_loss, actor_loss, ent_coef, entropy, q_mean, ent_coef_loss = means
+    def _reset_train_stats(self) -> None:
+        self._train_stats_sum = th.zeros(len(TRAIN_STATS), device=self.device)
+        self._train_stats_count = 0
+
+    def _accumulate_train_stats(self, stats: th.Tensor, first_update: int) -> None:
+        """Sum the statistics and remember, per statistic, the first non-finite update; all on the device."""
+        self._train_stats_sum += stats.sum(dim=0)
+        self._train_stats_count += stats.shape[0]
+        updates = th.arange(first_update, first_update + stats.shape[0], device=stats.device).unsqueeze(1)
+        nonfinite_at = th.where(th.isfinite(stats), self._first_nonfinite_update, updates).amin(dim=0)
+        th.minimum(self._first_nonfinite_update, nonfinite_at, out=self._first_nonfinite_update)
+
+    def _check_divergence(self) -> None:
+        """Raise or stop (``on_divergence``) if a statistic has been non-finite since training started."""
+        if self._divergence is not None:
+            return
+        first = self._first_nonfinite_update.tolist()
+        update = min(first)
+        if update == th.iinfo(th.int64).max:
+            return
+        quantities = [name for (_, name), at in zip(TRAIN_STATS, first, strict=True) if at == update]
+        self._divergence = (
+            f"SACPlus diverged: {' and '.join(quantities)} became non-finite (NaN or inf) at gradient update {update} "
+            f"(num_timesteps={self.num_timesteps}). Hints: lower the learning rate (now {self.actor.optimizer.param_groups[0]['lr']:g}), "
+            "scale the rewards down (SAC works best with |reward| of order 1-10), try a fixed ent_coef, and wrap the "
+            "env in VecCheckNan to catch non-finite observations or rewards."
+        )
+        if self.on_divergence == "raise":
+            raise DivergenceError(self._divergence)
+        warnings.warn(self._divergence + " Training stops (on_divergence='stop').", RuntimeWarning, stacklevel=2)
+        self.logger.record("train/diverged_at_update", update)
+
+    def _flush_train_stats(self) -> None:
+        """Record the means since the last flush in the logger (one host synchronisation), then check divergence."""
+        if self._train_stats_count == 0:
+            return
+        means = (self._train_stats_sum / self._train_stats_count).tolist()
+        self._reset_train_stats()
+        applies = {
+            "train/ent_coef_loss": self.ent_coef_optimizer is not None,
+            "train/tanh_saturation": isinstance(self.action_space, spaces.Box),
+        }
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/ent_coef", ent_coef)
-        self.logger.record("train/actor_loss", actor_loss)
-        self.logger.record("train/critic_loss", critic_loss)
-        if self.ent_coef_optimizer is not None:
-            self.logger.record("train/ent_coef_loss", ent_coef_loss)
-        self.logger.record("train/entropy", entropy)
+        for (key, _), mean in zip(TRAIN_STATS, means, strict=True):
+            if applies.get(key, True):
+                self.logger.record(key, mean)
         self.logger.record("train/target_entropy", self.target_entropy)
-        self.logger.record("train/q_mean", q_mean)
+        self._check_divergence()
+
+    def dump_logs(self) -> None:
+        self._flush_train_stats()
+        super().dump_logs()
+
+    def collect_rollouts(self, *args: Any, **kwargs: Any) -> RolloutReturn:
+        if self._divergence is not None:  # on_divergence="stop": end learn() without collecting more
+            return RolloutReturn(0, 0, continue_training=False)
+        return super().collect_rollouts(*args, **kwargs)
 
     def learn(
         self: SelfSACPlus,
@@ -331,7 +418,7 @@ class SACPlus(OffPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfSACPlus:
-        return super().learn(
+        super().learn(
             total_timesteps=total_timesteps,
             callback=callback,
             log_interval=log_interval,
@@ -339,6 +426,9 @@ class SACPlus(OffPolicyAlgorithm):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
+        # the last updates since the previous log dump are visible in model.logger and checked for divergence
+        self._flush_train_stats()
+        return self
 
     def save(
         self,
@@ -375,6 +465,12 @@ class SACPlus(OffPolicyAlgorithm):
             "_target_stats_sources",
             "_target_stats_destinations",
             "_trained_critic_parameters",
+            "_train_stats_sum",
+            "_train_stats_count",
+            "_first_nonfinite_update",
+            "_next_divergence_check",
+            "_divergence_check_interval",
+            "_divergence",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
