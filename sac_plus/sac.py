@@ -372,9 +372,10 @@ class SACPlus(OffPolicyAlgorithm):
         if update == th.iinfo(th.int64).max:
             return
         quantities = [name for (_, name), at in zip(TRAIN_STATS, first, strict=True) if at == update]
+        learning_rate = self.actor.optimizer.param_groups[0]["lr"]
         self._divergence = (
             f"SACPlus diverged: {' and '.join(quantities)} became non-finite (NaN or inf) at gradient update {update} "
-            f"(num_timesteps={self.num_timesteps}). Hints: lower the learning rate (now {self.actor.optimizer.param_groups[0]['lr']:g}), "
+            f"(num_timesteps={self.num_timesteps}). Hints: lower the learning rate (now {learning_rate:g}), "
             "scale the rewards down (SAC works best with |reward| of order 1-10), try a fixed ent_coef, and wrap the "
             "env in VecCheckNan to catch non-finite observations or rewards."
         )
