@@ -479,3 +479,58 @@ class SACPlus(OffPolicyAlgorithm):
         if self.ent_coef_optimizer is not None:
             return [*state_dicts, "ent_coef_optimizer"], ["log_ent_coef"]
         return state_dicts, ["ent_coef_tensor"]
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfSACPlus],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfSACPlus:
+        """
+        Load a model saved by :meth:`save` (SB3's ``load``, with the same arguments), after checking the file.
+
+        A truncated or corrupted zip, a file that is no model, a model of another algorithm, or an ``env`` whose
+        spaces differ from the saved ones raises a ``ValueError`` naming the file and what did not match. A zip
+        saved by ``stable_baselines3.SAC`` is converted as :meth:`load_from_sb3` does (with a warning).
+        See :func:`sac_plus.checkpoint.load_checkpoint`.
+        """
+        from sac_plus.checkpoint import load_checkpoint
+
+        return load_checkpoint(
+            cls,
+            super().load,
+            path,
+            env=env,
+            device=device,
+            custom_objects=custom_objects,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
+        )
+
+    @classmethod
+    def load_from_sb3(
+        cls: type[SelfSACPlus],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        **kwargs: Any,
+    ) -> SelfSACPlus:
+        """
+        Import an agent saved by ``stable_baselines3.SAC``: same hyperparameters, spaces, counters, weights
+        (deterministic actions and Q-values identical), temperature and optimizer states.
+        See :mod:`sac_plus.sb3_import` for how the weights map.
+
+        :param path: the zip written by ``stable_baselines3.SAC.save``
+        :param env: the environment to run the model on (``None`` to only predict)
+        :param device: device for the model
+        :param kwargs: ``custom_objects``, ``force_reset``, or attributes to change (as in :meth:`load`)
+        """
+        from sac_plus.sb3_import import load_from_sb3
+
+        return load_from_sb3(cls, path, env=env, device=device, **kwargs)
