@@ -92,6 +92,23 @@ def final_linear(input_dim: int, output_dim: int, init_scheme: str) -> nn.Linear
     return linear
 
 
+def build_optimizer(
+    optimizer_class: type[th.optim.Optimizer], params, lr: float, optimizer_kwargs: dict[str, Any]
+) -> th.optim.Optimizer:
+    """
+    ``optimizer_class(params, lr=lr, **optimizer_kwargs)``, with Adam and AdamW fused when the caller chose neither
+    ``foreach`` nor ``fused`` and the device has fused kernels: one kernel for all parameters instead of ~10 small
+    operations per parameter (about 5x cheaper per step on a CPU, the same update rule).
+    """
+    params = list(params)
+    if optimizer_class in (th.optim.Adam, th.optim.AdamW) and not {"foreach", "fused"} & optimizer_kwargs.keys():
+        try:
+            return optimizer_class(params, lr=lr, fused=True, **optimizer_kwargs)
+        except RuntimeError:  # no fused kernel for this device or dtype (e.g. CPU before torch 2.4)
+            return optimizer_class(params, lr=lr, foreach=True, **optimizer_kwargs)
+    return optimizer_class(params, lr=lr, **optimizer_kwargs)
+
+
 class EnsembleLinear(nn.Module):
     """
     ``n`` independent linear layers evaluated as one batched matrix product.
@@ -451,9 +468,8 @@ class SACPlusPolicy(BasePolicy):
     :param normalize_images: Whether to divide images by 255
     :param optimizer_class: The optimizer to use, ``th.optim.Adam`` by default
     :param optimizer_kwargs: Additional keyword arguments, excluding the learning rate, for the optimizer.
-        For Adam and AdamW, ``fused=True`` is used unless ``foreach`` or ``fused`` is given and the device
-        supports it: one kernel for all parameters instead of ~10 small operations per parameter (about 5x faster
-        per step on a CPU, the same update rule).
+        Adam and AdamW are fused where the device allows, unless ``foreach`` or ``fused`` is given
+        (see :func:`build_optimizer`).
     :param n_critics: Number of critic networks
     :param share_features_extractor: Whether the critic uses the actor's features extractor
     :param init_scheme: ``"lecture"``: hidden layers orthogonal (gain sqrt(2)) with zero bias and final layers
@@ -524,20 +540,11 @@ class SACPlusPolicy(BasePolicy):
         )
         self._build(lr_schedule)
 
-    def make_optimizer(self, params: list[nn.Parameter], lr_schedule: Schedule) -> th.optim.Optimizer:
-        """``optimizer_class(params, **optimizer_kwargs)``; Adam and AdamW are fused where the device allows."""
-        params = list(params)
-        kwargs = dict(self.optimizer_kwargs)
-        if self.optimizer_class in (th.optim.Adam, th.optim.AdamW) and not {"foreach", "fused"} & kwargs.keys():
-            try:
-                return self.optimizer_class(params, lr=lr_schedule(1), fused=True, **kwargs)
-            except RuntimeError:  # fused kernels missing for this device/dtype (e.g. CPU before torch 2.4)
-                kwargs["foreach"] = True
-        return self.optimizer_class(params, lr=lr_schedule(1), **kwargs)
-
     def _build(self, lr_schedule: Schedule) -> None:
         self.actor = self.make_actor()
-        self.actor.optimizer = self.make_optimizer(self.actor.parameters(), lr_schedule)
+        self.actor.optimizer = build_optimizer(
+            self.optimizer_class, self.actor.parameters(), lr_schedule(1), self.optimizer_kwargs
+        )
         if self.share_features_extractor:
             self.critic = self.make_critic(features_extractor=self.actor.features_extractor)
             # the shared extractor is the actor's to train (see EnsembleCritic.forward)
@@ -545,7 +552,7 @@ class SACPlusPolicy(BasePolicy):
         else:
             self.critic = self.make_critic()
             critic_parameters = list(self.critic.parameters())
-        self.critic.optimizer = self.make_optimizer(critic_parameters, lr_schedule)
+        self.critic.optimizer = build_optimizer(self.optimizer_class, critic_parameters, lr_schedule(1), self.optimizer_kwargs)
         # The target never shares its extractor and is never trained by gradients: only Polyak-averaged.
         self.critic_target = self.make_critic()
         self.critic_target.load_state_dict(self.critic.state_dict())

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
@@ -19,7 +20,16 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayB
 from stable_baselines3.common.utils import get_parameters_by_name
 
 from sac_plus.checkpoint import atomic_write_path
-from sac_plus.policies import Actor, CnnPolicy, EnsembleCritic, MlpPolicy, MultiInputPolicy, SACPlusPolicy, SoftValue
+from sac_plus.policies import (
+    Actor,
+    CnnPolicy,
+    EnsembleCritic,
+    MlpPolicy,
+    MultiInputPolicy,
+    SACPlusPolicy,
+    SoftValue,
+    build_optimizer,
+)
 from sac_plus.temperature import (
     DEFAULT_DISCRETE_TARGET_ENTROPY_SCALE,
     check_target_entropy_scale,
@@ -180,6 +190,13 @@ class SACPlus(OffPolicyAlgorithm):
             or target_update_interval < 1
         ):
             raise ValueError(f"target_update_interval={target_update_interval!r} is not valid; accepted: an integer >= 1")
+        if env is not None:
+            # Wrap the env as SB3 would (idempotent) so that its action space is checked with our messages before
+            # SB3's bare assertions on it run.
+            env = self._wrap_env(maybe_make_env(env, verbose), verbose)
+            check_action_space(env.action_space)
+            if use_sde and not isinstance(env.action_space, spaces.Box):
+                raise ValueError(f"use_sde=True needs a Box action space, got {env.action_space}; accepted: use_sde=False")
         super().__init__(
             policy,
             env,
@@ -207,8 +224,6 @@ class SACPlus(OffPolicyAlgorithm):
             use_sde_at_warmup=use_sde_at_warmup,
             support_multi_env=True,
         )
-        if getattr(self, "action_space", None) is not None:  # absent while SB3's load() rebuilds the model
-            check_action_space(self.action_space)
         self.ent_coef = ent_coef
         self.target_entropy = target_entropy
         self.target_entropy_scale = target_entropy_scale
@@ -228,7 +243,7 @@ class SACPlus(OffPolicyAlgorithm):
         if learned:
             # alpha is optimised as log(alpha): positive by construction (see temperature_loss for the gradient)
             self.log_ent_coef = th.full((1,), math.log(init_value), device=self.device).requires_grad_(True)
-            self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1))
+            self.ent_coef_optimizer = build_optimizer(th.optim.Adam, [self.log_ent_coef], self.lr_schedule(1), {})
         else:
             self.ent_coef_tensor = th.tensor(init_value, device=self.device)
         self._setup_target_update()
