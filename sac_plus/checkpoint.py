@@ -1,12 +1,46 @@
-"""Writing checkpoints so that a failed or interrupted save never replaces a good file with a partial one."""
+"""Checkpoints: atomic writes, and loading that checks a file before trusting it.
+
+Writing: a failed or interrupted save never replaces a good file with a partial one (:func:`atomic_write_path`).
+
+Reading: :func:`inspect_checkpoint` looks at a zip before SB3 unpickles it, so a truncated or corrupted file, a
+file that is no model at all, a model of another algorithm, or an environment whose spaces differ from the
+saved ones fails with a ``ValueError`` that names the file and what did not match (SB3 itself reports a CRC
+error as "wasn't a zip-file", and a space mismatch without the file name). :func:`load_checkpoint` is what
+``SACPlus.load`` runs.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import io
+import json
 import os
 import pathlib
 import tempfile
-from collections.abc import Iterator
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from gymnasium import spaces
+from stable_baselines3.common.save_util import json_to_data
+from stable_baselines3.common.vec_env.patch_gym import _convert_space
+
+from sac_plus.policies import SACPlusPolicy
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.type_aliases import GymEnv
+    from stable_baselines3.common.vec_env import VecEnv
+
+PathOrFile = str | os.PathLike | io.BufferedIOBase
+
+# The kinds of model zip that :func:`inspect_checkpoint` tells apart
+SACPLUS = "sacplus"
+SB3_SAC = "sb3_sac"
+OTHER = "other"
 
 
 def destination(path: str | os.PathLike, suffix: str) -> pathlib.Path:
@@ -37,3 +71,231 @@ def atomic_write_path(path: str | os.PathLike, suffix: str) -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def describe(path: PathOrFile) -> str:
+    """How error messages name a checkpoint: its path, or the name of an open file."""
+    if isinstance(path, (str, os.PathLike)):
+        return str(path)
+    return str(getattr(path, "name", None) or f"<{type(path).__name__} object>")
+
+
+def resolve_load_path(path: PathOrFile) -> PathOrFile:
+    """
+    The file SB3 reads for ``path``: the path itself, else the path with ``.zip`` appended (SB3's rule).
+
+    :raises FileNotFoundError: naming both candidates when neither exists
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        return path
+    candidate = pathlib.Path(path)
+    if candidate.is_file():
+        return candidate
+    with_suffix = pathlib.Path(f"{candidate}.zip")
+    if with_suffix.is_file():
+        return with_suffix
+    raise FileNotFoundError(f"No model file at {candidate} (nor at {with_suffix})")
+
+
+@dataclasses.dataclass
+class CheckpointInfo:
+    """What :func:`inspect_checkpoint` learned about a model zip without loading its weights."""
+
+    path: PathOrFile
+    name: str
+    kind: str
+    policy_class: type | None
+    policy_class_name: str
+    observation_space: spaces.Space | None
+    action_space: spaces.Space | None
+    members: list[str]
+
+
+def _policy_class_name(raw: Any, policy_class: type | None) -> str:
+    if policy_class is not None:
+        return f"{policy_class.__module__}.{policy_class.__qualname__}"
+    if isinstance(raw, dict):
+        return f"a class from module {raw.get('__module__', '?')} (it could not be unpickled here)"
+    return repr(raw)
+
+
+def _classify(policy_class: type | None, raw_policy_class: Any, data_keys: set[str]) -> str:
+    from stable_baselines3.sac.policies import SACPolicy
+
+    if policy_class is not None:
+        if issubclass(policy_class, SACPlusPolicy):
+            return SACPLUS
+        if issubclass(policy_class, SACPolicy):
+            return SB3_SAC
+        return OTHER
+    # The class could not be unpickled (a custom policy whose module is not importable here): fall back to
+    # what only SACPlus saves.
+    if "target_entropy_scale" in data_keys:
+        return SACPLUS
+    module = raw_policy_class.get("__module__", "") if isinstance(raw_policy_class, dict) else ""
+    return SB3_SAC if module.startswith("stable_baselines3.sac") else OTHER
+
+
+def inspect_checkpoint(path: PathOrFile, custom_objects: dict[str, Any] | None = None) -> CheckpointInfo:
+    """
+    Check that ``path`` is an intact SB3 model zip and find out which algorithm saved it.
+
+    Checks, in order: the file exists (SB3's ``.zip`` rule), it is a zip archive (a truncated zip is not: its
+    directory is at the end), every member passes its CRC check, it has SB3's ``data`` and ``policy.pth``
+    entries, and ``data`` is valid JSON. Only the policy class and the two spaces are unpickled.
+    An open file is read and then rewound to where it was.
+
+    :param custom_objects: as in ``SACPlus.load``; replaces these keys instead of unpickling them
+    :return: the file's kind: :data:`SACPLUS`, :data:`SB3_SAC` or :data:`OTHER`, with the saved spaces
+    :raises ValueError: naming the file and what is wrong with it
+    """
+    path = resolve_load_path(path)
+    name = describe(path)
+    start = None if isinstance(path, (str, os.PathLike)) else path.tell()
+    not_a_zip = ValueError(
+        f"{name} is not a model file: it is not a valid zip archive (a model saved by SACPlus or SB3 is a "
+        "zip file; this one may be truncated, e.g. by an interrupted copy or download, or be another kind of file)"
+    )
+    try:
+        if not zipfile.is_zipfile(path):
+            raise not_a_zip
+        if start is not None:
+            path.seek(start)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = archive.namelist()
+                # A truncated model can still end with a complete zip: the weights (policy.pth) are themselves
+                # zip files, stored uncompressed. Its members then start after the beginning of the file; a
+                # model's first member starts at byte 0.
+                if not members or min(info.header_offset for info in archive.infolist()) != 0:
+                    raise not_a_zip
+                bad_member = archive.testzip()
+                if bad_member is not None:
+                    raise ValueError(f"{name} is corrupted: its member {bad_member!r} fails its CRC check")
+                if "data" not in members:
+                    raise ValueError(
+                        f"{name} is a zip file but not a saved SB3/SACPlus model: it has no 'data' entry (members: {members})"
+                    )
+                raw_json = archive.read("data").decode()
+        except (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError) as error:
+            raise ValueError(f"{name} is corrupted: {type(error).__name__}: {error}") from error
+    finally:
+        if start is not None:
+            path.seek(start)
+    try:
+        raw = json.loads(raw_json)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{name} is corrupted: its 'data' entry is not valid JSON ({error})") from error
+    if not isinstance(raw, dict) or "policy_class" not in raw:
+        raise ValueError(f"{name} is not a saved SB3/SACPlus model: its 'data' entry has no policy_class")
+    if "policy.pth" not in members:
+        raise ValueError(f"{name} is not a complete SB3/SACPlus model: it has no 'policy.pth' entry (members: {members})")
+
+    wanted = {key: raw[key] for key in ("policy_class", "observation_space", "action_space") if key in raw}
+    with warnings.catch_warnings():
+        # a class that cannot be unpickled is reported below, by name
+        warnings.simplefilter("ignore")
+        loaded = json_to_data(json.dumps(wanted), custom_objects=custom_objects)
+    policy_class = loaded.get("policy_class")
+    if not isinstance(policy_class, type):
+        policy_class = None
+    observation_space = loaded.get("observation_space")
+    action_space = loaded.get("action_space")
+    return CheckpointInfo(
+        path=path,
+        name=name,
+        kind=_classify(policy_class, raw["policy_class"], set(raw)),
+        policy_class=policy_class,
+        policy_class_name=_policy_class_name(raw["policy_class"], policy_class),
+        observation_space=None if observation_space is None else _convert_space(observation_space),
+        action_space=None if action_space is None else _convert_space(action_space),
+        members=members,
+    )
+
+
+def wrap_and_check_env(
+    algorithm_class: type[BaseAlgorithm], info: CheckpointInfo, env: GymEnv | None, verbose: int = 0
+) -> VecEnv | None:
+    """
+    Wrap ``env`` as the algorithm would (Monitor, DummyVecEnv, image transpose) and check that its spaces are
+    the saved ones.
+
+    :raises ValueError: naming the file, which space differs, the saved space and the env's
+    """
+    if env is None:
+        return None
+    vec_env = algorithm_class._wrap_env(env, verbose)
+    for what, saved, given in (
+        ("observation", info.observation_space, vec_env.observation_space),
+        ("action", info.action_space, vec_env.action_space),
+    ):
+        if saved is not None and saved != given:
+            raise ValueError(
+                f"Cannot load {info.name} with this env: the {what} spaces do not match. The model was saved with "
+                f"{what}_space={saved}, the env has {what}_space={given}. Pass an env like the one the model was "
+                "trained on, or env=None to only predict."
+            )
+    return vec_env
+
+
+def load_checkpoint(
+    algorithm_class: type[BaseAlgorithm],
+    sb3_load: Callable[..., BaseAlgorithm],
+    path: PathOrFile,
+    env: GymEnv | None = None,
+    device: str = "auto",
+    custom_objects: dict[str, Any] | None = None,
+    print_system_info: bool = False,
+    force_reset: bool = True,
+    **kwargs: Any,
+) -> BaseAlgorithm:
+    """
+    ``SACPlus.load``: check the file (:func:`inspect_checkpoint`) and the env's spaces, then load with SB3's
+    ``load`` (``sb3_load``). A zip saved by ``stable_baselines3.SAC`` is converted by
+    :func:`sac_plus.sb3_import.load_from_sb3`, with a warning.
+
+    :raises ValueError: naming the file, for a file that is not an intact SACPlus (or SB3 SAC) model, an env
+        whose spaces differ from the saved ones, or an error of SB3's loader
+    """
+    info = inspect_checkpoint(path, custom_objects)
+    if info.kind == SB3_SAC:
+        from sac_plus.sb3_import import load_from_sb3  # sb3_import uses this module
+
+        warnings.warn(
+            f"{info.name} was saved by stable_baselines3.SAC (policy {info.policy_class_name}); it is converted to "
+            f"{algorithm_class.__name__} (as {algorithm_class.__name__}.load_from_sb3 does). Save the loaded model "
+            "to store it in SACPlus's own format.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return load_from_sb3(
+            algorithm_class,
+            info.path,
+            env=env,
+            device=device,
+            custom_objects=custom_objects,
+            force_reset=force_reset,
+            **kwargs,
+        )
+    if info.kind != SACPLUS:
+        raise ValueError(
+            f"{info.name} was not saved by {algorithm_class.__name__}: its policy class is {info.policy_class_name}, "
+            f"so it was saved by another algorithm. {algorithm_class.__name__}.load reads models saved by "
+            f"{algorithm_class.__name__} (policy a subclass of sac_plus.SACPlusPolicy) and converts those saved by "
+            "stable_baselines3.SAC; load this file with the algorithm that saved it."
+        )
+    vec_env = wrap_and_check_env(algorithm_class, info, env)
+    try:
+        return sb3_load(
+            info.path,
+            env=vec_env,
+            device=device,
+            custom_objects=custom_objects,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
+        )
+    except (ValueError, KeyError, RuntimeError, AssertionError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"Could not load {info.name} into {algorithm_class.__name__}: {type(error).__name__}: {error}"
+        ) from error
