@@ -1,0 +1,72 @@
+"""
+Dense layers whose float32 matrix products run on oneDNN on the CPU.
+
+PyTorch sends float32 ``addmm``/``mm`` on the CPU to MKL, which on non-Intel processors (the AMD EPYC this
+project is developed on) runs its AVX2 kernels even where AVX-512 exists. oneDNN picks its kernels by
+instruction set and was measured about 1.8x faster for the 256-wide layers of SAC here
+(benchmarks/RESULTS.md). :func:`linear` is ``F.linear`` with forward and backward products done by oneDNN
+when that applies (2-D float32 CPU tensors and a PyTorch built with oneDNN), and plain ``F.linear``
+otherwise, so the arithmetic is the same up to float rounding.
+"""
+
+from __future__ import annotations
+
+import torch as th
+from torch.nn import functional as F
+
+_HAS_ONEDNN_LINEAR = th.backends.mkldnn.is_available() and hasattr(th.ops.mkldnn, "_linear_pointwise")
+# Below this many weights a product is dominated by call overhead, where the autograd.Function costs more than
+# oneDNN gains (e.g. SAC's input and output layers); those stay on F.linear.
+MIN_ONEDNN_WEIGHTS = 128 * 128
+
+
+def _onednn_linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None) -> th.Tensor:
+    """``x @ weight.T + bias`` by oneDNN (``weight`` is ``[out, in]`` as in ``nn.Linear``)."""
+    return th.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class _OneDNNLinear(th.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None) -> th.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn_linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out: th.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            # dL/dx = dL/dy @ W, i.e. a linear layer with weight W^T (oneDNN takes the transposed view as is)
+            grad_x = _onednn_linear(grad_out, weight.t(), None)
+        if ctx.needs_input_grad[1]:
+            # dL/dW = (dL/dy)^T @ x, i.e. a linear layer on (dL/dy)^T with weight x^T
+            grad_weight = _onednn_linear(grad_out.t(), x.t(), None)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_out.sum(dim=0)
+        return grad_x, grad_weight, grad_bias
+
+
+def uses_onednn(x: th.Tensor, weight: th.Tensor) -> bool:
+    """Whether :func:`linear` sends the products of ``x`` (2-D) with ``weight`` (``[out, in]``) to oneDNN."""
+    return (
+        _HAS_ONEDNN_LINEAR
+        and weight.numel() >= MIN_ONEDNN_WEIGHTS
+        and x.dim() == 2
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == th.float32
+    )
+
+
+def linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None = None) -> th.Tensor:
+    """``F.linear(x, weight, bias)``, on oneDNN where :func:`uses_onednn` (``weight`` may be a transposed view)."""
+    if uses_onednn(x, weight):
+        return _OneDNNLinear.apply(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+class Linear(th.nn.Linear):
+    """``nn.Linear`` (same parameters and state dict) whose products use :func:`linear`."""
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        return linear(x, self.weight, self.bias)
