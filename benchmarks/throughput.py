@@ -111,9 +111,8 @@ def write_markdown(table: list[dict], path: pathlib.Path, command: str) -> None:
         sb3 = f"{row['sb3_sac']:.1f}" if "sb3_sac" in row else "-"
         plus = f"{row['sac_plus']:.1f}" if "sac_plus" in row else "-"
         ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
-        lines.append(
-            f"| {row['section']} | {row['env']} | {row['threads']} | {row['batch']} | {row['width']} | {sb3} | {plus} | {ratio} |"
-        )
+        cells = [row["section"], row["env"], row["threads"], row["batch"], row["width"], sb3, plus, ratio]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     path.write_text("\n".join(lines) + "\n")
 
 
