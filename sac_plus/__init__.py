@@ -1,8 +1,9 @@
 """sac_plus: Soft Actor-Critic for Box and Discrete actions that plugs into Stable-Baselines3."""
 
+from sac_plus.buffers import DeviceReplayBuffer
 from sac_plus.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SACPlusPolicy
 from sac_plus.sac import SACPlus
 
 __version__ = "0.1.0"
 
-__all__ = ["CnnPolicy", "MlpPolicy", "MultiInputPolicy", "SACPlus", "SACPlusPolicy", "__version__"]
+__all__ = ["CnnPolicy", "DeviceReplayBuffer", "MlpPolicy", "MultiInputPolicy", "SACPlus", "SACPlusPolicy", "__version__"]
