@@ -16,6 +16,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
 from sac_plus import SACPlus
+from sac_plus.evaluation import random_policy_return
 
 
 class EpisodeReturns(BaseCallback):
@@ -30,21 +31,6 @@ class EpisodeReturns(BaseCallback):
             if "episode" in info:
                 self.points.append((self.num_timesteps, float(info["episode"]["r"])))
         return True
-
-
-def random_policy_return(env_id: str, episodes: int, seed: int) -> float:
-    env = gym.make(env_id)
-    env.action_space.seed(seed)
-    returns = []
-    for episode in range(episodes):
-        env.reset(seed=seed + episode)
-        total, done = 0.0, False
-        while not done:
-            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    return float(np.mean(returns))
 
 
 def main() -> None:
@@ -64,7 +50,7 @@ def main() -> None:
 
     eval_env = Monitor(gym.make(args.env))
     mean, std = evaluate_policy(SACPlus.load(model_path), eval_env, n_eval_episodes=10, deterministic=True)
-    random_mean = random_policy_return(args.env, episodes=10, seed=args.seed)
+    random_mean = random_policy_return(args.env, n_episodes=10, seed=args.seed)
 
     steps, returns = zip(*curve.points, strict=False)
     plt.figure(figsize=(6, 4))

@@ -7,12 +7,12 @@ are those of ``zoo_configs/sac_plus.yml`` (rl-zoo3's SAC entry for Pendulum; the
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 import pytest
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
 from sac_plus import SACPlus
+from sac_plus.evaluation import random_policy_return
 
 pytestmark = pytest.mark.learning
 
@@ -25,27 +25,11 @@ def _evaluate(model: SACPlus, env_id: str, seed: int, n_episodes: int = 10) -> f
     return float(mean_return)
 
 
-def _random_return(env_id: str, seed: int, n_episodes: int = 10) -> float:
-    env = gym.make(env_id)
-    env.action_space.seed(seed)
-    returns = []
-    for episode in range(n_episodes):
-        env.reset(seed=seed + episode)
-        total, done = 0.0, False
-        while not done:
-            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return float(np.mean(returns))
-
-
 def test_pendulum_20k_steps():
     model = SACPlus("MlpPolicy", "Pendulum-v1", learning_rate=1e-3, seed=0, device="cpu")
     model.learn(20_000)
     mean_return = _evaluate(model, "Pendulum-v1", seed=1000)
-    random_return = _random_return("Pendulum-v1", seed=1000)
+    random_return = random_policy_return("Pendulum-v1", seed=1000)
     assert random_return < -900, random_return  # the bar below is far above chance (about -1200)
     assert mean_return > -400, f"mean eval return {mean_return:.1f} after 20k steps (random: {random_return:.1f})"
 
@@ -65,6 +49,6 @@ def test_cartpole_50k_steps():
     )
     model.learn(50_000)
     mean_return = _evaluate(model, "CartPole-v1", seed=1000)
-    random_return = _random_return("CartPole-v1", seed=1000)
+    random_return = random_policy_return("CartPole-v1", seed=1000)
     assert random_return < 50, random_return  # about 22
     assert mean_return > 300, f"mean eval return {mean_return:.1f} after 50k steps (random: {random_return:.1f})"
