@@ -39,13 +39,14 @@ def test_frozen_weight_gets_no_gradient_but_input_does() -> None:
     th.testing.assert_close(x.grad, layer.weight.sum(dim=0).expand(32, -1), rtol=1e-5, atol=1e-5)
 
 
-def test_small_float64_and_batched_inputs_use_f_linear() -> None:
+def test_small_float64_few_rows_and_batched_inputs_use_f_linear() -> None:
     small = th.randn(4, 3)
-    assert not onednn.uses_onednn(th.randn(8, 3), small)
+    assert not onednn.uses_onednn(th.randn(64, 3), small)
     big = th.randn(256, 256)
-    assert not onednn.uses_onednn(th.randn(8, 256, dtype=th.float64), big.double())
-    assert not onednn.uses_onednn(th.randn(2, 8, 256), big)
-    x = th.randn(8, 256, dtype=th.float64)
+    assert not onednn.uses_onednn(th.randn(64, 256, dtype=th.float64), big.double())
+    assert not onednn.uses_onednn(th.randn(2, 64, 256), big)
+    assert not onednn.uses_onednn(th.randn(1, 256), big)  # acting on one observation
+    x = th.randn(64, 256, dtype=th.float64)
     th.testing.assert_close(onednn.linear(x, big.double()), F.linear(x, big.double()))
 
 
