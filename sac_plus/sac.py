@@ -115,8 +115,10 @@ class SACPlus(OffPolicyAlgorithm):
     :param target_entropy: target entropy H_target when alpha is learned. ``"auto"``: ``-dim(A)`` for Box,
         ``target_entropy_scale * log|A|`` for Discrete; a float sets it directly.
     :param target_entropy_scale: Discrete actions only: the fraction of the largest entropy ``log|A|`` used by
-        ``target_entropy="auto"``, in (0, 1]. The default 0.98 is the lecture's heuristic (Christodoulou 2019),
-        kept until the learning benchmark (benchmarks/returns.py) shows a better one.
+        ``target_entropy="auto"``, in (0, 1]; or a schedule of the remaining progress (1 -> 0, as for
+        ``learning_rate``), e.g. SB3's ``LinearSchedule(0.98, 0.3, 0.5)`` to anneal the target as training goes (target
+        entropy scheduling, Xu et al. 2021, https://arxiv.org/abs/2112.02852). The default 0.98 is the lecture's
+        heuristic (Christodoulou 2019), kept until the learning benchmark (benchmarks/returns.py) shows a better one.
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE), Box only
     :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE (-1: once per rollout)
     :param use_sde_at_warmup: Whether to use gSDE instead of uniform sampling before learning starts
@@ -164,7 +166,7 @@ class SACPlus(OffPolicyAlgorithm):
         ent_coef: str | float = "auto",
         target_update_interval: int = 1,
         target_entropy: str | float = "auto",
-        target_entropy_scale: float = DEFAULT_DISCRETE_TARGET_ENTROPY_SCALE,
+        target_entropy_scale: float | Schedule = DEFAULT_DISCRETE_TARGET_ENTROPY_SCALE,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         use_sde_at_warmup: bool = False,
@@ -225,6 +227,8 @@ class SACPlus(OffPolicyAlgorithm):
             support_multi_env=True,
         )
         self.ent_coef = ent_coef
+        # target_entropy becomes the number in use (as in SB3); what the user asked for is kept to re-read schedules
+        self._target_entropy_spec = target_entropy
         self.target_entropy = target_entropy
         self.target_entropy_scale = target_entropy_scale
         self.target_update_interval = target_update_interval
@@ -238,7 +242,7 @@ class SACPlus(OffPolicyAlgorithm):
         check_action_space(self.action_space)
         super()._setup_model()
         self._create_aliases()
-        self.target_entropy = resolve_target_entropy(self.target_entropy, self.action_space, self.target_entropy_scale)
+        self._update_target_entropy()
         learned, init_value = parse_ent_coef(self.ent_coef)
         if learned:
             # alpha is optimised as log(alpha): positive by construction (see temperature_loss for the gradient)
@@ -252,6 +256,12 @@ class SACPlus(OffPolicyAlgorithm):
         self._divergence_check_interval = 1 if self.device.type == "cpu" else DIVERGENCE_CHECK_INTERVAL
         self._next_divergence_check = self._n_updates + self._divergence_check_interval
         self._divergence: str | None = None
+
+    def _update_target_entropy(self) -> None:
+        """Resolve ``"auto"`` and read a ``target_entropy_scale`` schedule at the current progress."""
+        self.target_entropy = resolve_target_entropy(
+            self._target_entropy_spec, self.action_space, self.target_entropy_scale, self._current_progress_remaining
+        )
 
     def _create_aliases(self) -> None:
         self.actor = self.policy.actor
@@ -349,6 +359,7 @@ class SACPlus(OffPolicyAlgorithm):
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         self.policy.set_training_mode(True)
         self._update_learning_rate(self._optimizers())
+        self._update_target_entropy()
         first_update = self._n_updates
         stats = []
         for _ in range(gradient_steps):

@@ -7,10 +7,12 @@ import math
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.type_aliases import Schedule
 
 # The lecture's heuristic for Discrete actions is 0.98 * log|A| (Christodoulou 2019, "Soft Actor-Critic for
 # Discrete Action Settings"). It is kept as the default until benchmarks/returns.py shows a better one.
 DEFAULT_DISCRETE_TARGET_ENTROPY_SCALE = 0.98
+ACCEPTED_SCALES = "accepted: a float in (0, 1], or a schedule of the remaining progress with values in (0, 1]"
 
 
 def parse_ent_coef(ent_coef: str | float) -> tuple[bool, float]:
@@ -41,33 +43,53 @@ def parse_ent_coef(ent_coef: str | float) -> tuple[bool, float]:
     return False, float(ent_coef)
 
 
-def check_target_entropy_scale(scale: float) -> float:
-    """Validate ``target_entropy_scale``: H_target = scale * log|A| must lie in (0, log|A|]."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)):
-        raise TypeError(f"target_entropy_scale={scale!r} has type {type(scale).__name__}; accepted: a float in (0, 1]")
-    if not (0.0 < float(scale) <= 1.0):
+def _check_scale_value(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name}={value!r} has type {type(value).__name__}; {ACCEPTED_SCALES}")
+    if not (0.0 < float(value) <= 1.0):
         raise ValueError(
-            f"target_entropy_scale={scale!r} is outside (0, 1]; accepted: a float in (0, 1] "
+            f"{name}={value!r} is outside (0, 1]; {ACCEPTED_SCALES} "
             "(the target entropy is scale * log|A|, and log|A| is the largest entropy a policy over |A| actions has)"
         )
-    return float(scale)
+    return float(value)
 
 
-def auto_target_entropy(action_space: spaces.Space, discrete_scale: float) -> float:
+def check_target_entropy_scale(scale: float | Schedule) -> float | Schedule:
     """
-    The "auto" target entropy: ``-dim(A)`` for Box actions (SAC paper), ``scale * log|A|`` for Discrete ones.
+    Validate ``target_entropy_scale``: a float in (0, 1], or a schedule (a function of the remaining progress,
+    1 -> 0, like SB3's learning-rate schedules) whose values at the start and the end lie in (0, 1].
+    """
+    if callable(scale):
+        for progress_remaining in (1.0, 0.0):
+            _check_scale_value(scale(progress_remaining), f"target_entropy_scale({progress_remaining})")
+        return scale
+    return _check_scale_value(scale, "target_entropy_scale")
+
+
+def auto_target_entropy(
+    action_space: spaces.Space, discrete_scale: float | Schedule, progress_remaining: float = 1.0
+) -> float:
+    """
+    The "auto" target entropy: ``-dim(A)`` for Box actions (SAC paper), ``scale * log|A|`` for Discrete ones,
+    with ``scale`` read from its schedule at ``progress_remaining`` when it is one.
     """
     if isinstance(action_space, spaces.Discrete):
-        return discrete_scale * math.log(int(action_space.n))
+        scale = discrete_scale(progress_remaining) if callable(discrete_scale) else discrete_scale
+        return float(scale) * math.log(int(action_space.n))
     return -float(np.prod(action_space.shape))
 
 
-def resolve_target_entropy(target_entropy: str | float, action_space: spaces.Space, discrete_scale: float) -> float:
+def resolve_target_entropy(
+    target_entropy: str | float,
+    action_space: spaces.Space,
+    discrete_scale: float | Schedule,
+    progress_remaining: float = 1.0,
+) -> float:
     """``"auto"`` gives the heuristic of :func:`auto_target_entropy`; a number is used as it is."""
     if isinstance(target_entropy, str):
         if target_entropy != "auto":
             raise ValueError(f"target_entropy={target_entropy!r} is not understood; accepted: 'auto' or a float")
-        return auto_target_entropy(action_space, discrete_scale)
+        return auto_target_entropy(action_space, discrete_scale, progress_remaining)
     if not math.isfinite(float(target_entropy)):
         raise ValueError(f"target_entropy={target_entropy!r} must be finite; accepted: 'auto' or a finite float")
     return float(target_entropy)

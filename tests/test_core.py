@@ -18,6 +18,7 @@ from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.type_aliases import TrainFrequencyUnit
+from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from torch import nn
 
@@ -652,3 +653,21 @@ def test_failed_replay_buffer_save_leaves_the_previous_file(tmp_path, space_env,
     del model.replay_buffer.unpicklable
     model.load_replay_buffer(path)
     assert model.replay_buffer.size() == 60
+
+
+def test_target_entropy_scale_schedule_anneals_the_discrete_target(fast_kwargs):
+    """A schedule of the remaining progress (as for learning_rate) moves the target as training goes."""
+    schedule = LinearSchedule(0.9, 0.3, 1.0)
+    model = SACPlus("MlpPolicy", "CartPole-v1", target_entropy_scale=schedule, **fast_kwargs())
+    log_n = math.log(2)
+    assert model.target_entropy == pytest.approx(0.9 * log_n)
+    model.learn(400)
+    # the last train() call read the schedule at a remaining progress close to 0
+    assert 0.3 * log_n - 1e-9 <= model.target_entropy < 0.35 * log_n
+    assert model.logger.name_to_value["train/target_entropy"] == pytest.approx(model.target_entropy)
+
+
+@pytest.mark.parametrize("schedule", [lambda p: 0.0, lambda p: 1.5 * p + 0.1])
+def test_target_entropy_scale_schedule_out_of_range_is_rejected(schedule):
+    with pytest.raises(ValueError, match=r"target_entropy_scale\((1\.0|0\.0)\)"):
+        SACPlus("MlpPolicy", "CartPole-v1", target_entropy_scale=schedule)
