@@ -63,9 +63,11 @@ def uses_onednn(x: th.Tensor, weight: th.Tensor) -> bool:
 
 def linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None = None) -> th.Tensor:
     """``F.linear(x, weight, bias)``, on oneDNN where :func:`uses_onednn` (``weight`` may be a transposed view)."""
-    if uses_onednn(x, weight):
+    if not uses_onednn(x, weight):
+        return F.linear(x, weight, bias)
+    if th.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
         return _OneDNNLinear.apply(x, weight, bias)
-    return F.linear(x, weight, bias)
+    return _onednn_linear(x, weight, bias)  # no graph to record (e.g. target values): skip the Function
 
 
 class Linear(th.nn.Linear):

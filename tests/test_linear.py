@@ -56,3 +56,13 @@ def test_linear_module_state_dict_is_nn_linear_s() -> None:
     reference.load_state_dict(layer.state_dict())
     x = th.randn(16, 256)
     th.testing.assert_close(layer(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+def test_no_grad_products_skip_the_autograd_function() -> None:
+    layer = onednn.Linear(256, 256)
+    x = th.randn(64, 256)
+    with th.no_grad():
+        out = layer(x)
+    assert out.grad_fn is None
+    th.testing.assert_close(out, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-4)
+    assert layer(x).grad_fn is not None
