@@ -240,7 +240,68 @@ class EnsembleCritic(BaseModel):
         return q_all.gather(2, index)
 
 
-class SquashedGaussianActor(BasePolicy):
+class MlpActor(BasePolicy):
+    """
+    What both actors share: features extractor, hidden layers ``latent_pi`` and the keywords SB3 saves.
+
+    :param observation_space: Observation space
+    :param action_space: Action space
+    :param net_arch: Hidden layer widths
+    :param features_extractor: Network to extract features
+    :param features_dim: Number of features
+    :param activation_fn: Activation function
+    :param normalize_images: Whether to divide images by 255
+    :param init_scheme: ``"lecture"`` or ``"pytorch"``, see :class:`SACPlusPolicy`
+    :param squash_output: Whether actions are in [-1, 1] and rescaled to the Box bounds by SB3
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        net_arch: list[int],
+        features_extractor: nn.Module,
+        features_dim: int,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        normalize_images: bool = True,
+        init_scheme: str = "lecture",
+        squash_output: bool = False,
+    ):
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor=features_extractor,
+            normalize_images=normalize_images,
+            squash_output=squash_output,
+        )
+        self.net_arch = net_arch
+        self.features_dim = features_dim
+        self.activation_fn = activation_fn
+        self.init_scheme = init_scheme
+        self.latent_pi = mlp(features_dim, net_arch, activation_fn, init_scheme)
+        self.latent_dim = net_arch[-1] if net_arch else features_dim
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            dict(
+                net_arch=self.net_arch,
+                features_dim=self.features_dim,
+                activation_fn=self.activation_fn,
+                features_extractor=self.features_extractor,
+                init_scheme=self.init_scheme,
+            )
+        )
+        return data
+
+    def latent(self, obs: PyTorchObs) -> th.Tensor:
+        return self.latent_pi(self.extract_features(obs, self.features_extractor))
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        return self(observation, deterministic)
+
+
+class SquashedGaussianActor(MlpActor):
     """
     Box actor: ``a = tanh(n)``, ``n ~ N(mu(s), sigma(s))``, log sigma clipped to [-20, 2]; deterministic
     action ``tanh(mu)``. With ``use_sde`` the noise is SB3's state-dependent exploration (gSDE).
@@ -281,47 +342,42 @@ class SquashedGaussianActor(BasePolicy):
         super().__init__(
             observation_space,
             action_space,
-            features_extractor=features_extractor,
-            normalize_images=normalize_images,
+            net_arch,
+            features_extractor,
+            features_dim,
+            activation_fn,
+            normalize_images,
+            init_scheme,
             squash_output=True,
         )
-        self.net_arch = net_arch
-        self.features_dim = features_dim
-        self.activation_fn = activation_fn
         self.use_sde = use_sde
         self.log_std_init = log_std_init
         self.full_std = full_std
         self.use_expln = use_expln
         self.clip_mean = clip_mean
-        self.init_scheme = init_scheme
 
         action_dim = get_action_dim(action_space)
-        self.latent_pi = mlp(features_dim, net_arch, activation_fn, init_scheme)
-        last_dim = net_arch[-1] if net_arch else features_dim
-        self.mu = final_linear(last_dim, action_dim, init_scheme)
+        self.mu = final_linear(self.latent_dim, action_dim, init_scheme)
         if use_sde:
             self.action_dist = StateDependentNoiseDistribution(
                 action_dim, full_std=full_std, use_expln=use_expln, learn_features=True, squash_output=True
             )
-            self.log_std = nn.Parameter(th.ones(last_dim, action_dim if full_std else 1) * log_std_init, requires_grad=True)
+            self.log_std = nn.Parameter(
+                th.ones(self.latent_dim, action_dim if full_std else 1) * log_std_init, requires_grad=True
+            )
             self.action_dist.sample_weights(self.log_std)
         else:
-            self.log_std = final_linear(last_dim, action_dim, init_scheme)
+            self.log_std = final_linear(self.latent_dim, action_dim, init_scheme)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(
             dict(
-                net_arch=self.net_arch,
-                features_dim=self.features_dim,
-                activation_fn=self.activation_fn,
                 use_sde=self.use_sde,
                 log_std_init=self.log_std_init,
                 full_std=self.full_std,
                 use_expln=self.use_expln,
-                features_extractor=self.features_extractor,
                 clip_mean=self.clip_mean,
-                init_scheme=self.init_scheme,
             )
         )
         return data
@@ -333,7 +389,7 @@ class SquashedGaussianActor(BasePolicy):
         self.action_dist.sample_weights(self.log_std, batch_size=batch_size)
 
     def _latent_and_mean(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
-        latent = self.latent_pi(self.extract_features(obs, self.features_extractor))
+        latent = self.latent(obs)
         mean = self.mu(latent)
         if self.use_sde and self.clip_mean > 0:
             # gSDE is unstable with unbounded means (SB3's clip_mean)
@@ -370,67 +426,21 @@ class SquashedGaussianActor(BasePolicy):
             return th.tanh(self._latent_and_mean(obs)[1])
         return th.tanh(self.sample_pre_tanh(obs)[0])
 
-    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
-        return self(observation, deterministic)
 
-
-class CategoricalActor(BasePolicy):
+class CategoricalActor(MlpActor):
     """
     Discrete actor: logits over |A| actions; expectations are exact sums with ``softmax`` probabilities and
-    ``log_softmax`` log-probabilities; deterministic action ``argmax``.
-
-    :param observation_space: Observation space
-    :param action_space: Action space
-    :param net_arch: Hidden layer widths
-    :param features_extractor: Network to extract features
-    :param features_dim: Number of features
-    :param activation_fn: Activation function
-    :param normalize_images: Whether to divide images by 255
-    :param init_scheme: ``"lecture"`` or ``"pytorch"``, see :class:`SACPlusPolicy`
+    ``log_softmax`` log-probabilities; deterministic action ``argmax``. Keywords: see :class:`MlpActor`.
     """
 
     action_space: spaces.Discrete
 
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Discrete,
-        net_arch: list[int],
-        features_extractor: nn.Module,
-        features_dim: int,
-        activation_fn: type[nn.Module] = nn.ReLU,
-        normalize_images: bool = True,
-        init_scheme: str = "lecture",
-    ):
-        super().__init__(
-            observation_space,
-            action_space,
-            features_extractor=features_extractor,
-            normalize_images=normalize_images,
-        )
-        self.net_arch = net_arch
-        self.features_dim = features_dim
-        self.activation_fn = activation_fn
-        self.init_scheme = init_scheme
-        self.latent_pi = mlp(features_dim, net_arch, activation_fn, init_scheme)
-        last_dim = net_arch[-1] if net_arch else features_dim
-        self.logits = final_linear(last_dim, int(action_space.n), init_scheme)
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(
-            dict(
-                net_arch=self.net_arch,
-                features_dim=self.features_dim,
-                activation_fn=self.activation_fn,
-                features_extractor=self.features_extractor,
-                init_scheme=self.init_scheme,
-            )
-        )
-        return data
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.logits = final_linear(self.latent_dim, int(self.action_space.n), self.init_scheme)
 
     def action_logits(self, obs: PyTorchObs) -> th.Tensor:
-        return self.logits(self.latent_pi(self.extract_features(obs, self.features_extractor)))
+        return self.logits(self.latent(obs))
 
     def soft_value(self, obs: PyTorchObs, critic: EnsembleCritic, ent_coef: th.Tensor) -> SoftValue:
         """Exact expectations ``pi(.|s)^T F(s, .)`` (lecture: "simple inner product")."""
@@ -447,9 +457,6 @@ class CategoricalActor(BasePolicy):
         if deterministic:
             return logits.argmax(dim=-1)
         return th.multinomial(th.softmax(logits, dim=-1), 1).squeeze(-1)
-
-    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
-        return self(observation, deterministic)
 
 
 Actor = SquashedGaussianActor | CategoricalActor
