@@ -33,7 +33,7 @@ from sac_plus.distributions import (
     categorical_expectation,
     squashed_gaussian_log_prob,
 )
-from sac_plus.linear import Linear, linear, uses_onednn
+from sac_plus.linear import Linear, linear
 
 INIT_SCHEMES = ("lecture", "pytorch")
 
@@ -116,7 +116,7 @@ class EnsembleLinear(nn.Module):
 
     Weight shape ``[n, in, out]``. Input ``[B, in]`` (the same batch for every member) or ``[n, B, in]``;
     output ``[n, B, out]``. The optimizer and the Polyak update see one tensor per layer instead of one per
-    critic. How the members' products run is chosen per layer by what was measured fastest (see ``forward``).
+    critic. :meth:`member` evaluates one member, for :class:`EnsembleMLP`'s CPU path.
     """
 
     def __init__(self, n: int, in_features: int, out_features: int):
@@ -129,15 +129,13 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: th.Tensor) -> th.Tensor:
-        n, _, out_features = self.weight.shape
-        member_input = x if x.dim() == 2 else x[0]
-        # Measured on the CPU here (forward + backward, 2 members, batch 256): one product per member is faster
-        # on oneDNN for the wide layers (see sac_plus.linear), and with MKL for a single output (a Box critic's
-        # last layer: 170 us vs 310 us for bmm with one column); everything else is fastest as one baddbmm.
-        if uses_onednn(member_input, self.weight[0].T) or (out_features == 1 and x.device.type == "cpu"):
-            inputs = [x] * n if x.dim() == 2 else x.unbind(0)
-            return th.stack([linear(xi, w.T, b[0]) for xi, w, b in zip(inputs, self.weight, self.bias, strict=True)])
+        """All members at once: ``[B, in]`` or ``[n, B, in]`` -> ``[n, B, out]``."""
+        n = self.weight.shape[0]
         return th.baddbmm(self.bias, x.expand(n, *x.shape) if x.dim() == 2 else x, self.weight)
+
+    def member(self, index: int, x: th.Tensor) -> th.Tensor:
+        """Member ``index`` alone: ``[B, in] -> [B, out]`` (on oneDNN where :func:`sac_plus.linear.linear` uses it)."""
+        return linear(x, self.weight[index].T, self.bias[index, 0])
 
     def extra_repr(self) -> str:
         n, in_features, out_features = self.weight.shape
@@ -157,6 +155,7 @@ class EnsembleMLP(nn.Module):
         init_scheme: str,
     ):
         super().__init__()
+        self.n = n
         dims = [input_dim, *net_arch]
         layers: list[nn.Module] = []
         for in_dim, out_dim in itertools.pairwise(dims):
@@ -174,7 +173,18 @@ class EnsembleMLP(nn.Module):
         return layer
 
     def forward(self, x: th.Tensor) -> th.Tensor:
-        return self.net(x)
+        if x.device.type != "cpu":
+            return self.net(x)  # one batched product per layer for all members
+        # On the CPU, one chain per member, stacked at the end: measured faster here (forward + backward) than
+        # batched products, whose bmm is slow for narrow outputs and which stack the wide activations at every
+        # layer; each member's wide layers then run on oneDNN (sac_plus.linear).
+        members = []
+        for index in range(self.n):
+            h = x
+            for layer in self.net:
+                h = layer.member(index, h) if isinstance(layer, EnsembleLinear) else layer(h)
+            members.append(h)
+        return th.stack(members)
 
 
 class EnsembleCritic(BaseModel):
