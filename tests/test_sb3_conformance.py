@@ -350,7 +350,8 @@ def test_get_and_set_parameters(tmp_path, space_env, fast_kwargs, action_space):
     assert set(parameters) == {"policy", "actor.optimizer", "critic.optimizer", "ent_coef_optimizer"}
     fresh = SACPlus("MlpPolicy", space_env(action_space), **fast_kwargs(seed=1))
     obs = sample_observations(trained.observation_space, 16)
-    assert not np.array_equal(fresh.predict(obs, deterministic=True)[0], trained.predict(obs, deterministic=True)[0])
+    # different weights before (argmax actions of two small nets may coincide, so compare the weights themselves)
+    assert not all(th.equal(tensor, parameters["policy"][key]) for key, tensor in fresh.policy.state_dict().items())
     fresh.set_parameters(parameters)
     np.testing.assert_array_equal(fresh.predict(obs, deterministic=True)[0], trained.predict(obs, deterministic=True)[0])
     for name, state in fresh.get_parameters().items():
