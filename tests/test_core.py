@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from nested import assert_nested_equal
 from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
@@ -40,24 +41,6 @@ TRAIN_KEYS = (
 def _observations(space: spaces.Space, n: int, seed: int = 0) -> np.ndarray:
     space.seed(seed)
     return np.stack([space.sample() for _ in range(n)])
-
-
-def _assert_same(a, b, where: str = "") -> None:
-    """Exact equality of nested state dicts / lists / tensors."""
-    if isinstance(a, th.Tensor):
-        assert isinstance(b, th.Tensor), where
-        assert a.shape == b.shape and a.dtype == b.dtype, where
-        assert th.equal(a.cpu(), b.cpu()), where
-    elif isinstance(a, dict):
-        assert set(a) == set(b), where
-        for key in a:
-            _assert_same(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -376,7 +359,9 @@ def test_target_update_interval_counts_updates_across_learn_calls(space_env, fas
         space_env(BOX2),
         **fast_kwargs(learning_starts=20, batch_size=16, tau=tau, target_update_interval=interval, learning_rate=1e-2),
     )
-    _assert_same([p.detach() for p in model.critic_target.parameters()], [p.detach() for p in model.critic.parameters()])
+    assert_nested_equal(
+        [p.detach() for p in model.critic_target.parameters()], [p.detach() for p in model.critic.parameters()]
+    )
 
     snapshots = [_snapshot(model)]
     model.learn(30, callback=_Snapshots(snapshots))  # 10 updates: 0..9
@@ -396,7 +381,7 @@ def test_target_update_interval_counts_updates_across_learn_calls(space_env, fas
                 th.testing.assert_close(t1, (1 - tau) * t0 + tau * c1)
                 assert not th.equal(t1, t0)
         else:
-            _assert_same(target1, target0)
+            assert_nested_equal(target1, target0)
     # update 10 is the first of the second learn() call: a count restarted per call would update there
     assert updated_at == list(range(0, 30, interval))
 
@@ -489,7 +474,7 @@ def test_lecture_init_scheme(space_env, fast_kwargs, action_space):
     # the two critics are initialised independently
     ensemble = [m for m in model.critic.modules() if isinstance(m, EnsembleLinear)]
     assert not th.equal(ensemble[0].weight[0], ensemble[0].weight[1])
-    _assert_same(model.critic_target.state_dict(), model.critic.state_dict())
+    assert_nested_equal(model.critic_target.state_dict(), model.critic.state_dict())
 
 
 @pytest.mark.parametrize("action_space", [BOX2, DISCRETE4], ids=["box", "discrete"])
@@ -535,12 +520,12 @@ def test_save_load_round_trip(tmp_path, space_env, fast_kwargs, action_space, ot
     loaded = SACPlus.load(path, env=space_env(action_space), device="cpu")
     obs = _observations(model.observation_space, 32, seed=1)
     np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
-    _assert_same(loaded.policy.state_dict(), model.policy.state_dict(), "policy")
-    _assert_same(list(loaded.critic_target.parameters()), list(model.critic_target.parameters()), "critic_target")
-    _assert_same(loaded.log_ent_coef.detach(), model.log_ent_coef.detach(), "log_ent_coef")
-    _assert_same(loaded.ent_coef_optimizer.state_dict(), model.ent_coef_optimizer.state_dict(), "ent_coef_optimizer")
-    _assert_same(loaded.actor.optimizer.state_dict(), model.actor.optimizer.state_dict(), "actor.optimizer")
-    _assert_same(loaded.critic.optimizer.state_dict(), model.critic.optimizer.state_dict(), "critic.optimizer")
+    assert_nested_equal(loaded.policy.state_dict(), model.policy.state_dict(), "policy")
+    assert_nested_equal(list(loaded.critic_target.parameters()), list(model.critic_target.parameters()), "critic_target")
+    assert_nested_equal(loaded.log_ent_coef.detach(), model.log_ent_coef.detach(), "log_ent_coef")
+    assert_nested_equal(loaded.ent_coef_optimizer.state_dict(), model.ent_coef_optimizer.state_dict(), "ent_coef_optimizer")
+    assert_nested_equal(loaded.actor.optimizer.state_dict(), model.actor.optimizer.state_dict(), "actor.optimizer")
+    assert_nested_equal(loaded.critic.optimizer.state_dict(), model.critic.optimizer.state_dict(), "critic.optimizer")
     assert loaded._n_updates == model._n_updates == 90
     assert loaded.num_timesteps == model.num_timesteps == 120
     assert loaded.target_entropy == model.target_entropy

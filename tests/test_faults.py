@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from nested import assert_nested_equal
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecCheckNan
@@ -21,23 +22,6 @@ from sac_plus.sac import DivergenceError
 
 BOX = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
 DISCRETE = spaces.Discrete(3)
-
-
-def assert_tensors_equal(a, b, where: str = "") -> None:
-    """Nested dicts/lists of tensors are exactly equal (values, shapes and structure)."""
-    if isinstance(a, th.Tensor):
-        assert isinstance(b, th.Tensor), where
-        assert a.shape == b.shape and th.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_tensors_equal(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_tensors_equal(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def all_parameters(model: SACPlus) -> dict[str, th.Tensor]:
@@ -71,13 +55,13 @@ def test_resume_restores_every_piece_and_continues_identically(tmp_path, space_e
     assert loaded._episode_num == original._episode_num
     assert loaded.target_entropy == original.target_entropy
     assert th.equal(loaded.log_ent_coef, original.log_ent_coef)
-    assert_tensors_equal(loaded.critic_target.state_dict(), original.critic_target.state_dict(), "critic_target")
-    assert_tensors_equal(loaded.policy.state_dict(), original.policy.state_dict(), "policy")
+    assert_nested_equal(loaded.critic_target.state_dict(), original.critic_target.state_dict(), "critic_target")
+    assert_nested_equal(loaded.policy.state_dict(), original.policy.state_dict(), "policy")
     for name in ("actor.optimizer", "critic.optimizer", "ent_coef_optimizer"):
         loaded_state = loaded.get_parameters()[name]
         original_state = original.get_parameters()[name]
         assert loaded_state["state"], f"{name} has no state: the test would not check the moments"
-        assert_tensors_equal(loaded_state, original_state, name)
+        assert_nested_equal(loaded_state, original_state, name)
     # the temperature optimizer still steps the loaded log_ent_coef (not a stale copy)
     assert loaded.ent_coef_optimizer.param_groups[0]["params"][0] is loaded.log_ent_coef
     assert loaded.replay_buffer.pos == original.replay_buffer.pos
@@ -92,10 +76,8 @@ def test_resume_restores_every_piece_and_continues_identically(tmp_path, space_e
         model.learn(50, reset_num_timesteps=False)
     assert loaded.num_timesteps == original.num_timesteps == 140
     assert loaded._n_updates == original._n_updates
-    assert_tensors_equal(all_parameters(loaded), all_parameters(original), "after continued training")
-    assert_tensors_equal(
-        loaded.critic.optimizer.state_dict(), original.critic.optimizer.state_dict(), "critic.optimizer after"
-    )
+    assert_nested_equal(all_parameters(loaded), all_parameters(original), "after continued training")
+    assert_nested_equal(loaded.critic.optimizer.state_dict(), original.critic.optimizer.state_dict(), "critic.optimizer after")
 
 
 def test_resume_without_replay_buffer_keeps_counters_but_restarts_the_buffer(tmp_path, space_env, fast_kwargs):
