@@ -223,6 +223,8 @@ def load_from_sb3(
     data["action_space"] = info.action_space
     for key in _SB3_ONLY_DATA:
         data.pop(key, None)
+    # SB3 saves the target entropy in use (its "auto" already resolved): keep it, not our own "auto" heuristic
+    data["_target_entropy_spec"] = data.get("target_entropy", "auto")
     if vec_env is not None:
         if force_reset:
             data["_last_obs"] = None

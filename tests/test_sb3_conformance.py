@@ -460,9 +460,9 @@ def assert_optimizer_states_map(sb3_module, sb3_optimizer, module, optimizer, n_
     [
         dict(),
         dict(use_sde=True, ent_coef=0.1, policy_kwargs=dict(net_arch=[16, 16], n_critics=3, activation_fn=th.nn.Tanh)),
-        dict(ent_coef="auto_0.5", policy_kwargs=dict(net_arch=dict(pi=[16], qf=[24, 8]), n_critics=1)),
+        dict(ent_coef="auto_0.5", target_entropy=-0.5, policy_kwargs=dict(net_arch=dict(pi=[16], qf=[24, 8]), n_critics=1)),
     ],
-    ids=["default", "gsde-3critics-fixed-alpha", "1critic-split-arch"],
+    ids=["default", "gsde-3critics-fixed-alpha", "1critic-split-arch-custom-target-entropy"],
 )
 def test_import_sb3_sac(tmp_path, space_env, fast_kwargs, variant):
     variant = dict(variant)
@@ -498,6 +498,7 @@ def test_import_sb3_sac(tmp_path, space_env, fast_kwargs, variant):
     # it trains on, saves and loads as a SACPlus
     ours.learn(20, reset_num_timesteps=False)
     assert ours.num_timesteps == 60 and ours._n_updates > sb3._n_updates
+    assert ours.target_entropy == sb3.target_entropy  # a custom target survives training, not replaced by "auto"
     ours.save(tmp_path / "converted.zip")
     assert SACPlus.load(tmp_path / "converted.zip").num_timesteps == 60
 
