@@ -360,7 +360,9 @@ class SACPlus(OffPolicyAlgorithm):
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         self.policy.set_training_mode(True)
         self._update_learning_rate(self._optimizers())
-        self._update_target_entropy()
+        if callable(self.target_entropy_scale) and self._target_entropy_spec == "auto":
+            # only a schedule moves the target; otherwise a value a user assigned to target_entropy stays (as in SB3)
+            self._update_target_entropy()
         first_update = self._n_updates
         stats = []
         for _ in range(gradient_steps):

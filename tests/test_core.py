@@ -656,3 +656,12 @@ def test_target_entropy_scale_schedule_anneals_the_discrete_target(fast_kwargs):
 def test_target_entropy_scale_schedule_out_of_range_is_rejected(schedule):
     with pytest.raises(ValueError, match=r"target_entropy_scale\((1\.0|0\.0)\)"):
         SACPlus("MlpPolicy", "CartPole-v1", target_entropy_scale=schedule)
+
+
+def test_a_target_entropy_assigned_after_construction_is_used(fast_kwargs):
+    """As with SB3's SAC, ``model.target_entropy = x`` changes the target of the next updates."""
+    model = SACPlus("MlpPolicy", "Pendulum-v1", **fast_kwargs())
+    model.target_entropy = -3.0
+    model.learn(100)
+    assert model.target_entropy == -3.0
+    assert model.logger.name_to_value["train/target_entropy"] == -3.0
