@@ -753,4 +753,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if status == 1:
+        # A process group whose peer died or hung cannot be torn down: gloo's threads still wait in a receive, and
+        # destroying them at interpreter exit aborts the process (SIGABRT) after our message. Leave at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
