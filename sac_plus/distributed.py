@@ -217,9 +217,17 @@ def init_distributed(
     return context
 
 
-def destroy_distributed() -> None:
-    """Leave the process group (a no-op when none is initialised)."""
+def destroy_distributed(wait_for_peers: bool = True) -> None:
+    """
+    Leave the process group (a no-op when none is initialised).
+
+    :param wait_for_peers: first wait until every rank is done (a barrier): a rank that tears gloo down while a peer
+        still talks to it made that peer abort at exit ("terminate called without an active exception"). Pass
+        ``False`` after a failure, when a peer may be dead and the barrier could only time out.
+    """
     if dist.is_available() and dist.is_initialized():
+        if wait_for_peers:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -643,7 +651,7 @@ def train_distributed(
         if vec_env is not None:
             vec_env.close()
         if not was_initialized:
-            destroy_distributed()
+            destroy_distributed(wait_for_peers=sys.exc_info()[1] is None)
 
 
 def _parse_params(items: list[str]) -> dict[str, Any]:
