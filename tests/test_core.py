@@ -624,22 +624,6 @@ def test_failed_get_parameters_leaves_the_previous_file(tmp_path, space_env, fas
     SACPlus.load(path, device="cpu")
 
 
-def test_failed_replay_buffer_save_leaves_the_previous_file(tmp_path, space_env, fast_kwargs):
-    model = SACPlus("MlpPolicy", space_env(BOX2), **fast_kwargs())
-    model.learn(60)
-    path = tmp_path / "buffer.pkl"
-    model.save_replay_buffer(path)
-    before = path.read_bytes()
-    model.replay_buffer.unpicklable = _Unpicklable()
-    with pytest.raises(RuntimeError, match="cannot be pickled"):
-        model.save_replay_buffer(path)
-    assert path.read_bytes() == before
-    assert _partial_files(tmp_path) == []
-    del model.replay_buffer.unpicklable
-    model.load_replay_buffer(path)
-    assert model.replay_buffer.size() == 60
-
-
 def test_target_entropy_scale_schedule_anneals_the_discrete_target(fast_kwargs):
     """A schedule of the remaining progress (as for learning_rate) moves the target as training goes."""
     schedule = LinearSchedule(0.9, 0.3, 1.0)
