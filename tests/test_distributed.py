@@ -132,6 +132,7 @@ def test_seeds_and_params():
 
 WORKER = textwrap.dedent(
     """
+    import os
     import sys
     import torch as th
     from stable_baselines3.common.callbacks import BaseCallback
@@ -174,6 +175,9 @@ WORKER = textwrap.dedent(
     result["stopped"] = (model.num_timesteps, model._n_updates)
     th.save(result, f"{out}/rank{ctx.rank}.pt")
     destroy_distributed()
+    # leave as the CLI does (sac_plus/distributed.py, __main__): gloo's threads can abort interpreter finalisation
+    sys.stdout.flush()
+    os._exit(0)
     """
 )
 
