@@ -116,7 +116,7 @@ class EnsembleLinear(nn.Module):
 
     Weight shape ``[n, in, out]``. Input ``[B, in]`` (the same batch for every member) or ``[n, B, in]``;
     output ``[n, B, out]``. The optimizer and the Polyak update see one tensor per layer instead of one per
-    critic. :meth:`member` evaluates one member, for :class:`EnsembleMLP`'s CPU path.
+    critic. :meth:`members` splits the layer into one ``(weight, bias)`` per member, for :class:`EnsembleMLP`'s CPU path.
     """
 
     def __init__(self, n: int, in_features: int, out_features: int):
@@ -133,9 +133,15 @@ class EnsembleLinear(nn.Module):
         n = self.weight.shape[0]
         return th.baddbmm(self.bias, x.expand(n, *x.shape) if x.dim() == 2 else x, self.weight)
 
-    def member(self, index: int, x: th.Tensor) -> th.Tensor:
-        """Member ``index`` alone: ``[B, in] -> [B, out]`` (on oneDNN where :func:`sac_plus.linear.linear` uses it)."""
-        return linear(x, self.weight[index].T, self.bias[index, 0])
+    def members(self) -> list[tuple[th.Tensor, th.Tensor]]:
+        """
+        Every member's ``(weight [out, in], bias [out])`` as views, for :func:`sac_plus.linear.linear`.
+
+        ``unbind`` rather than one ``weight[i]`` per member: the backward of ``unbind`` stacks the members'
+        gradients in one copy, while each ``weight[i]`` backward fills a zero tensor of the whole ``[n, in, out]``
+        weight and adds it up (measured: 0.4 ms of a 4.2 ms update at 256 x 256, 2 threads).
+        """
+        return list(zip((w.T for w in self.weight.unbind(0)), self.bias.squeeze(1).unbind(0), strict=True))
 
     def extra_repr(self) -> str:
         n, in_features, out_features = self.weight.shape
@@ -178,11 +184,12 @@ class EnsembleMLP(nn.Module):
         # On the CPU, one chain per member, stacked at the end: measured faster here (forward + backward) than
         # batched products, whose bmm is slow for narrow outputs and which stack the wide activations at every
         # layer; each member's wide layers then run on oneDNN (sac_plus.linear).
+        per_layer = [layer.members() if isinstance(layer, EnsembleLinear) else None for layer in self.net]
         members = []
         for index in range(self.n):
             h = x
-            for layer in self.net:
-                h = layer.member(index, h) if isinstance(layer, EnsembleLinear) else layer(h)
+            for layer, split in zip(self.net, per_layer, strict=True):
+                h = layer(h) if split is None else linear(h, *split[index])
             members.append(h)
         return th.stack(members)
 
