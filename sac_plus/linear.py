@@ -27,6 +27,20 @@ def _onednn_linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None) -> t
     return th.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
+def _weight_gradient(grad_out: th.Tensor, x: th.Tensor, weight: th.Tensor) -> th.Tensor:
+    """
+    ``dL/dW = (dL/dy)^T @ x``, laid out in memory like ``weight``.
+
+    A weight that is the transposed view of an ``[in, out]`` tensor (the ensemble layers' storage) gets
+    ``(x^T @ dL/dy)^T``, a gradient whose transpose is contiguous: gradients in the other layout have to be
+    transposed element by element on their way into the storage (measured here: 60-110 us for the stack of two
+    256 x 256 gradients, against 8 us for contiguous ones).
+    """
+    if weight.dim() == 2 and weight.t().is_contiguous() and not weight.is_contiguous():
+        return _onednn_linear(x.t(), grad_out.t(), None).t()
+    return _onednn_linear(grad_out.t(), x.t(), None)
+
+
 class _OneDNNLinear(th.autograd.Function):
     @staticmethod
     def forward(ctx, x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None) -> th.Tensor:
@@ -42,8 +56,7 @@ class _OneDNNLinear(th.autograd.Function):
             # dL/dx = dL/dy @ W, i.e. a linear layer with weight W^T (oneDNN takes the transposed view as is)
             grad_x = _onednn_linear(grad_out, weight.t(), None)
         if ctx.needs_input_grad[1]:
-            # dL/dW = (dL/dy)^T @ x, i.e. a linear layer on (dL/dy)^T with weight x^T
-            grad_weight = _onednn_linear(grad_out.t(), x.t(), None)
+            grad_weight = _weight_gradient(grad_out, x, weight)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad_out.sum(dim=0)
         return grad_x, grad_weight, grad_bias

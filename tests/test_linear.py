@@ -28,6 +28,9 @@ def test_linear_matches_f_linear_values_and_gradients(transposed_weight: bool, w
     th.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-4)
     for got, expected in zip(fast_grads, ref_grads, strict=True):
         th.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+    if onednn._HAS_ONEDNN_LINEAR:
+        # laid out like the weight, so that the ensemble's storage receives it without a transposing copy
+        assert fast_grads[1].stride() == weight.stride()
 
 
 def test_frozen_weight_gets_no_gradient_but_input_does() -> None:
