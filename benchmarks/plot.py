@@ -23,8 +23,7 @@ import sys
 
 import numpy as np
 import pandas as pd
-
-RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+from returns import RESULTS_DIR, csv_path_for
 
 
 def load(path: pathlib.Path, include_partial: bool = False) -> pd.DataFrame:
@@ -155,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.env:
-        paths = [args.results_dir / f"returns_{env}.csv" for env in args.env]
+        paths = [csv_path_for(env, args.results_dir) for env in args.env]
     else:
         paths = sorted(args.results_dir.glob("returns_*.csv"))
     tables = []

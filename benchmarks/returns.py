@@ -237,18 +237,20 @@ def train_one(spec: dict[str, Any]) -> tuple[str, int, float]:
         log_path=tmpdir.name,
         verbose=0,
     )
-    if spec["eval_at_start"]:
+
+    def evaluate_now() -> np.ndarray:
+        """The same evaluation as EvalCallback's, outside its schedule."""
         returns, _ = evaluate_policy(
             model, eval_env, n_eval_episodes=spec["eval_episodes"], deterministic=True, return_episode_rewards=True
         )
-        log(0, np.asarray(returns))
+        return np.asarray(returns)
+
+    if spec["eval_at_start"]:
+        log(0, evaluate_now())
     model.learn(total_timesteps=budget, callback=evaluation)
     if last_logged[0] < model.num_timesteps or last_logged[0] < budget:
         # the budget is not a multiple of eval_freq: evaluate the final policy anyway, it is the one reported
-        returns, _ = evaluate_policy(
-            model, eval_env, n_eval_episodes=spec["eval_episodes"], deterministic=True, return_episode_rewards=True
-        )
-        log(max(model.num_timesteps, budget), np.asarray(returns))
+        log(max(model.num_timesteps, budget), evaluate_now())
     train_env.close()
     eval_env.close()
     tmpdir.cleanup()
