@@ -47,8 +47,10 @@ def _observations(space: spaces.Space, n: int, seed: int = 0) -> np.ndarray:
 # temperature and target entropy
 
 
-def _default_scale() -> float:
-    return inspect.signature(SACPlus.__init__).parameters["target_entropy_scale"].default
+def _default_scale_at(progress_remaining: float) -> float:
+    """The default ``target_entropy_scale`` (a constant or a schedule) at a remaining progress."""
+    scale = inspect.signature(SACPlus.__init__).parameters["target_entropy_scale"].default
+    return scale(progress_remaining) if callable(scale) else scale
 
 
 @pytest.mark.parametrize(
@@ -56,7 +58,7 @@ def _default_scale() -> float:
     [
         (spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32), {}, -3.0),
         (spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32), {}, -1.0),
-        (spaces.Discrete(4), {}, _default_scale() * math.log(4)),
+        (spaces.Discrete(4), {}, _default_scale_at(1.0) * math.log(4)),
         (spaces.Discrete(4), {"target_entropy_scale": 0.98}, 0.98 * math.log(4)),
         (spaces.Discrete(4), {"target_entropy_scale": 0.6}, 0.6 * math.log(4)),
         (spaces.Discrete(7), {"target_entropy_scale": 0.6}, 0.6 * math.log(7)),
@@ -70,8 +72,24 @@ def test_target_entropy_heuristics(space_env, fast_kwargs, action_space, kwargs,
     assert model.target_entropy == pytest.approx(expected, abs=1e-12)
 
 
-def test_default_discrete_scale_is_in_range():
-    assert 0.0 < _default_scale() <= 1.0
+def test_default_discrete_target_anneals_from_0_6_to_0_1_and_is_saved(fast_kwargs, tmp_path):
+    """The default scale is the schedule chosen by benchmarks/RESULTS.md (issue 7): 0.6 -> 0.1 over half of learn()."""
+    targets: dict[int, float] = {}
+
+    class RecordTarget(BaseCallback):
+        def _on_step(self) -> bool:
+            targets[self.num_timesteps] = self.model.target_entropy
+            return True
+
+    model = SACPlus("MlpPolicy", "CartPole-v1", **fast_kwargs())
+    log_n = math.log(2)
+    assert model.target_entropy == pytest.approx(0.6 * log_n)
+    model.learn(400, callback=RecordTarget())
+    assert targets[100] == pytest.approx(0.35 * log_n, abs=0.01 * log_n)  # a quarter of the way: halfway to 0.1
+    assert all(target == pytest.approx(0.1 * log_n) for step, target in targets.items() if step > 205)
+    model.save(tmp_path / "model.zip")
+    loaded = SACPlus.load(tmp_path / "model.zip", device="cpu")
+    assert repr(loaded.target_entropy_scale) == "LinearSchedule(start=0.6, end=0.1, end_fraction=0.5)"
 
 
 def test_fixed_ent_coef_stays_fixed(space_env, fast_kwargs):
@@ -312,7 +330,7 @@ def test_use_sde_with_discrete_actions_is_rejected(space_env, fast_kwargs):
 
 
 @pytest.mark.parametrize(
-    ("env_id", "target_entropy"), [("Pendulum-v1", -1.0), ("CartPole-v1", _default_scale() * math.log(2))]
+    ("env_id", "target_entropy"), [("Pendulum-v1", -1.0), ("CartPole-v1", _default_scale_at(0.0) * math.log(2))]
 )
 def test_short_learn_logs_finite_losses(fast_kwargs, env_id, target_entropy):
     model = SACPlus("MlpPolicy", env_id, **fast_kwargs())
