@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import pathlib
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.box2d.lunar_lander import heuristic
+from returns import RESULTS_DIR
 
-RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 N_ACTIONS = 4
 LANDED_REWARD = 100.0
 
