@@ -34,7 +34,8 @@ import tempfile
 import time
 from typing import Any
 
-RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+from returns import RESULTS_DIR
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIELDS = [
     "config",

@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import pathlib
 import subprocess
 import sys
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+from returns import RESULTS_DIR
+
 ENV_ID = "HalfCheetah-v5"
 BUFFER_SIZE = 1_000_000
 FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
@@ -133,13 +133,13 @@ def main() -> None:
     for variant in VARIANTS:  # a fresh process each: RSS growth is not blurred by an earlier buffer
         result = subprocess.run([sys.executable, __file__, "--variant", variant], check=True, capture_output=True, text=True)
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "memory.csv", "w", newline="") as file:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS_DIR / "memory.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     print(markdown(rows))
-    print(f"\nwritten: {RESULTS / 'memory.csv'}")
+    print(f"\nwritten: {RESULTS_DIR / 'memory.csv'}")
 
 
 if __name__ == "__main__":

@@ -25,11 +25,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch as th
+from returns import RESULTS_DIR
 from stable_baselines3 import SAC
 
 from sac_plus import SACPlus
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 ALGOS = {"sb3_sac": SAC, "sac_plus": SACPlus}
 FIELDS = ["section", "env", "algo", "threads", "batch", "width", "repeat", "steps", "seconds", "steps_per_s"]
 
@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--sweep", action="store_true", help="also CartPole-v1 and the batch/width scaling")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=pathlib.Path, default=RESULTS)
+    parser.add_argument("--out", type=pathlib.Path, default=RESULTS_DIR)
     args = parser.parse_args()
     args.steps_for = lambda width: max(50, args.steps * 256 // width)  # keep wide runs affordable
 
