@@ -31,8 +31,9 @@ def storage_obs_dtype(observation_space: spaces.Space) -> np.dtype:
 
 
 def storage_action_dtype(action_space: spaces.Space) -> np.dtype:
-    """As SB3: float64 actions are stored as float32, other dtypes as they are (Discrete: int64)."""
-    return np.dtype(ReplayBuffer._maybe_cast_dtype(action_space.dtype))
+    """As SB3's ``ReplayBuffer``: float64 actions are stored as float32, other dtypes as they are (Discrete: int64)."""
+    dtype = np.dtype(action_space.dtype)
+    return np.dtype(np.float32) if dtype == np.float64 else dtype
 
 
 def bytes_per_transition(observation_space: spaces.Space, action_space: spaces.Space) -> int:

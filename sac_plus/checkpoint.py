@@ -5,8 +5,8 @@ Writing: a failed or interrupted save never replaces a good file with a partial 
 Reading: :func:`inspect_checkpoint` looks at a zip before SB3 unpickles it, so a truncated or corrupted file, a
 file that is no model at all, a model of another algorithm, or an environment whose spaces differ from the
 saved ones fails with a ``ValueError`` that names the file and what did not match (SB3 itself reports a CRC
-error as "wasn't a zip-file", and a space mismatch without the file name). :func:`load_checkpoint` is what
-``SACPlus.load`` runs.
+error as "wasn't a zip-file", and a space mismatch without the file name). ``SACPlus.load`` inspects a file once
+and then hands it to SB3's ``load``.
 """
 
 from __future__ import annotations
@@ -21,12 +21,11 @@ import tempfile
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from gymnasium import spaces
-from stable_baselines3.common.save_util import json_to_data
-from stable_baselines3.common.vec_env.patch_gym import _convert_space
+from stable_baselines3.common.save_util import json_to_data, open_path
 
 from sac_plus.policies import SACPlusPolicy
 
@@ -44,18 +43,51 @@ OTHER = "other"
 
 
 def destination(path: str | os.PathLike, suffix: str) -> pathlib.Path:
-    """The file SB3 would write for ``path``: ``suffix`` is appended when the path has none (SB3's rule)."""
+    """
+    The file SB3 would write for ``path``: ``suffix`` is appended when the path has none (the rule of SB3's
+    ``open_path``, which opens the file itself and so cannot name a destination without creating it).
+    """
     target = pathlib.Path(path)
     if target.suffix == "":
         target = pathlib.Path(f"{target}.{suffix}")
     return target
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _mode_for(target: pathlib.Path) -> int:
+    """The permission bits a plain ``open(target, "wb")`` gives: an existing file's, else 0o666 less the umask."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_current_umask()
+
+
+def _fsync(path: str | os.PathLike, directory: bool = False) -> None:
+    """Flush a file (or a directory entry, after a rename) to disk, where the platform allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:  # e.g. directories cannot be opened on Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_write_path(path: str | os.PathLike, suffix: str) -> Iterator[str]:
     """
-    Yield a temporary path beside the destination; on success, move it over the destination in one
-    ``os.replace`` (atomic on POSIX and Windows), on any failure delete it and leave the destination untouched.
+    Yield a temporary path beside the destination; on success, flush it to disk and move it over the destination
+    in one ``os.replace`` (atomic on POSIX and Windows), on any failure delete it and leave the destination
+    untouched. The file gets the mode SB3's plain write would give it: an existing file's mode, else the
+    default under the umask (``mkstemp`` alone would make it owner-only).
 
     :param path: where the file should end up (``suffix`` is appended when it has none, as SB3 does)
     :param suffix: file extension without dot, e.g. ``"zip"`` or ``"pkl"``
@@ -65,8 +97,11 @@ def atomic_write_path(path: str | os.PathLike, suffix: str) -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".partial.{suffix}")
     os.close(fd)
     try:
+        os.chmod(tmp, _mode_for(target))
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, target)
+        _fsync(target.parent, directory=True)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -88,13 +123,11 @@ def resolve_load_path(path: PathOrFile) -> PathOrFile:
     """
     if not isinstance(path, (str, os.PathLike)):
         return path
-    candidate = pathlib.Path(path)
-    if candidate.is_file():
-        return candidate
-    with_suffix = pathlib.Path(f"{candidate}.zip")
-    if with_suffix.is_file():
-        return with_suffix
-    raise FileNotFoundError(f"No model file at {candidate} (nor at {with_suffix})")
+    try:
+        with open_path(pathlib.Path(path), "r", verbose=0, suffix="zip") as file:
+            return pathlib.Path(file.name)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"No model file at {path} (nor at {path}.zip)") from None
 
 
 @dataclasses.dataclass
@@ -207,8 +240,9 @@ def inspect_checkpoint(path: PathOrFile, custom_objects: dict[str, Any] | None =
         kind=_classify(policy_class, raw["policy_class"], set(raw)),
         policy_class=policy_class,
         policy_class_name=_policy_class_name(raw["policy_class"], policy_class),
-        observation_space=None if observation_space is None else _convert_space(observation_space),
-        action_space=None if action_space is None else _convert_space(action_space),
+        # (a space of the old gym package is not compared here; SB3's load converts and checks it)
+        observation_space=observation_space if isinstance(observation_space, spaces.Space) else None,
+        action_space=action_space if isinstance(action_space, spaces.Space) else None,
         members=members,
     )
 
@@ -236,66 +270,3 @@ def wrap_and_check_env(
                 "trained on, or env=None to only predict."
             )
     return vec_env
-
-
-def load_checkpoint(
-    algorithm_class: type[BaseAlgorithm],
-    sb3_load: Callable[..., BaseAlgorithm],
-    path: PathOrFile,
-    env: GymEnv | None = None,
-    device: str = "auto",
-    custom_objects: dict[str, Any] | None = None,
-    print_system_info: bool = False,
-    force_reset: bool = True,
-    **kwargs: Any,
-) -> BaseAlgorithm:
-    """
-    ``SACPlus.load``: check the file (:func:`inspect_checkpoint`) and the env's spaces, then load with SB3's
-    ``load`` (``sb3_load``). A zip saved by ``stable_baselines3.SAC`` is converted by
-    :func:`sac_plus.sb3_import.load_from_sb3`, with a warning.
-
-    :raises ValueError: naming the file, for a file that is not an intact SACPlus (or SB3 SAC) model, an env
-        whose spaces differ from the saved ones, or an error of SB3's loader
-    """
-    info = inspect_checkpoint(path, custom_objects)
-    if info.kind == SB3_SAC:
-        from sac_plus.sb3_import import load_from_sb3  # sb3_import uses this module
-
-        warnings.warn(
-            f"{info.name} was saved by stable_baselines3.SAC (policy {info.policy_class_name}); it is converted to "
-            f"{algorithm_class.__name__} (as {algorithm_class.__name__}.load_from_sb3 does). Save the loaded model "
-            "to store it in SACPlus's own format.",
-            UserWarning,
-            stacklevel=3,
-        )
-        return load_from_sb3(
-            algorithm_class,
-            info.path,
-            env=env,
-            device=device,
-            custom_objects=custom_objects,
-            force_reset=force_reset,
-            **kwargs,
-        )
-    if info.kind != SACPLUS:
-        raise ValueError(
-            f"{info.name} was not saved by {algorithm_class.__name__}: its policy class is {info.policy_class_name}, "
-            f"so it was saved by another algorithm. {algorithm_class.__name__}.load reads models saved by "
-            f"{algorithm_class.__name__} (policy a subclass of sac_plus.SACPlusPolicy) and converts those saved by "
-            "stable_baselines3.SAC; load this file with the algorithm that saved it."
-        )
-    vec_env = wrap_and_check_env(algorithm_class, info, env)
-    try:
-        return sb3_load(
-            info.path,
-            env=vec_env,
-            device=device,
-            custom_objects=custom_objects,
-            print_system_info=print_system_info,
-            force_reset=force_reset,
-            **kwargs,
-        )
-    except (ValueError, KeyError, RuntimeError, AssertionError, zipfile.BadZipFile) as error:
-        raise ValueError(
-            f"Could not load {info.name} into {algorithm_class.__name__}: {type(error).__name__}: {error}"
-        ) from error

@@ -8,13 +8,15 @@ reparameterised sample, Discrete actors with the exact inner product over all ac
 
 from __future__ import annotations
 
-import itertools
 import math
+import numbers
+import warnings
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.distributions import StateDependentNoiseDistribution
+from stable_baselines3.common.distributions import SquashedDiagGaussianDistribution, StateDependentNoiseDistribution
 from stable_baselines3.common.policies import BaseModel, BasePolicy
 from stable_baselines3.common.preprocessing import get_action_dim
 from stable_baselines3.common.torch_layers import (
@@ -33,9 +35,12 @@ from sac_plus.distributions import (
     categorical_expectation,
     squashed_gaussian_log_prob,
 )
-from sac_plus.linear import Linear, linear
+from sac_plus.linear import Linear
+from sac_plus.monitor import DivergenceError, first_nonfinite_row
 
-INIT_SCHEMES = ("lecture", "pytorch")
+INIT_SCHEMES = ("orthogonal", "pytorch")
+# The name "orthogonal" had before 0.2; still read (with a warning) so that older configs keep working.
+_RENAMED_INIT_SCHEMES = {"lecture": "orthogonal"}
 
 
 # |a| above this counts as a saturated tanh unit: the gradient through tanh is then below 2% of its maximum
@@ -54,9 +59,20 @@ class SoftValue(NamedTuple):
 
 
 def check_init_scheme(init_scheme: str) -> str:
+    if init_scheme in _RENAMED_INIT_SCHEMES:
+        new_name = _RENAMED_INIT_SCHEMES[init_scheme]
+        warnings.warn(f"init_scheme={init_scheme!r} is now called {new_name!r}", DeprecationWarning, stacklevel=3)
+        return new_name
     if init_scheme not in INIT_SCHEMES:
         raise ValueError(f"init_scheme={init_scheme!r} is not understood; accepted: {', '.join(map(repr, INIT_SCHEMES))}")
     return init_scheme
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """An integer >= 1 (numpy integers too, as SB3 accepts them), as a Python ``int``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name}={value!r} is not valid; accepted: an integer >= 1")
+    return int(value)
 
 
 def init_hidden_(weight: th.Tensor, bias: th.Tensor) -> None:
@@ -79,7 +95,7 @@ def mlp(input_dim: int, net_arch: list[int], activation_fn: type[nn.Module], ini
     layers: list[nn.Module] = []
     for width in net_arch:
         layer = Linear(input_dim, width)
-        if init_scheme == "lecture":
+        if init_scheme == "orthogonal":
             init_hidden_(layer.weight, layer.bias)
         layers += [layer, activation_fn()]
         input_dim = width
@@ -88,7 +104,7 @@ def mlp(input_dim: int, net_arch: list[int], activation_fn: type[nn.Module], ini
 
 def final_linear(input_dim: int, output_dim: int, init_scheme: str) -> nn.Linear:
     layer = Linear(input_dim, output_dim)
-    if init_scheme == "lecture":
+    if init_scheme == "orthogonal":
         init_final_(layer.weight, layer.bias)
     return layer
 
@@ -110,95 +126,23 @@ def build_optimizer(
     return optimizer_class(params, lr=lr, **optimizer_kwargs)
 
 
-class EnsembleLinear(nn.Module):
+def q_network(
+    input_dim: int, net_arch: list[int], output_dim: int, activation_fn: type[nn.Module], init_scheme: str
+) -> nn.Sequential:
+    """One Q-network laid out as SB3's ``create_mlp`` lays it out (``Linear, act, ..., Linear``), so that its
+    state-dict names (``0.weight``, ``2.weight``, ...) are SB3's."""
+    hidden = mlp(input_dim, net_arch, activation_fn, init_scheme)
+    head = final_linear(net_arch[-1] if net_arch else input_dim, output_dim, init_scheme)
+    return nn.Sequential(*hidden, head)
+
+
+class Critic(BaseModel):
     """
-    ``n`` independent linear layers evaluated as one batched matrix product.
+    ``n_critics`` Q-networks on one features extractor, stored as SB3's ``ContinuousCritic`` stores them
+    (``qf0``, ``qf1``, ...; ``q_networks`` lists them), so SB3 SAC state dicts map one to one.
 
-    Weight shape ``[n, in, out]``. Input ``[B, in]`` (the same batch for every member) or ``[n, B, in]``;
-    output ``[n, B, out]``. The optimizer and the Polyak update see one tensor per layer instead of one per
-    critic. :meth:`members` splits the layer into one ``(weight, bias)`` per member, for :class:`EnsembleMLP`'s CPU path.
-    """
-
-    def __init__(self, n: int, in_features: int, out_features: int):
-        super().__init__()
-        self.weight = nn.Parameter(th.empty(n, in_features, out_features))
-        self.bias = nn.Parameter(th.empty(n, 1, out_features))
-        # PyTorch's nn.Linear default, member by member: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias.
-        bound = 1.0 / math.sqrt(in_features)
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
-
-    def forward(self, x: th.Tensor) -> th.Tensor:
-        """All members at once: ``[B, in]`` or ``[n, B, in]`` -> ``[n, B, out]``."""
-        n = self.weight.shape[0]
-        return th.baddbmm(self.bias, x.expand(n, *x.shape) if x.dim() == 2 else x, self.weight)
-
-    def members(self) -> list[tuple[th.Tensor, th.Tensor]]:
-        """
-        Every member's ``(weight [out, in], bias [out])`` as views, for :func:`sac_plus.linear.linear`.
-
-        ``unbind`` rather than one ``weight[i]`` per member: the backward of ``unbind`` stacks the members'
-        gradients in one copy, while each ``weight[i]`` backward fills a zero tensor of the whole ``[n, in, out]``
-        weight and adds it up (measured: 0.4 ms of a 4.2 ms update at 256 x 256, 2 threads).
-        """
-        return list(zip((w.T for w in self.weight.unbind(0)), self.bias.squeeze(1).unbind(0), strict=True))
-
-    def extra_repr(self) -> str:
-        n, in_features, out_features = self.weight.shape
-        return f"n={n}, in_features={in_features}, out_features={out_features}"
-
-
-class EnsembleMLP(nn.Module):
-    """``n`` MLPs of the same shape, batched: ``[B, in] -> [n, B, out]``."""
-
-    def __init__(
-        self,
-        n: int,
-        input_dim: int,
-        net_arch: list[int],
-        output_dim: int,
-        activation_fn: type[nn.Module],
-        init_scheme: str,
-    ):
-        super().__init__()
-        self.n = n
-        dims = [input_dim, *net_arch]
-        layers: list[nn.Module] = []
-        for in_dim, out_dim in itertools.pairwise(dims):
-            layers += [self._layer(n, in_dim, out_dim, init_scheme, init_hidden_), activation_fn()]
-        layers.append(self._layer(n, dims[-1], output_dim, init_scheme, init_final_))
-        self.net = nn.Sequential(*layers)
-
-    @staticmethod
-    def _layer(n: int, in_dim: int, out_dim: int, init_scheme: str, init_fn) -> EnsembleLinear:
-        layer = EnsembleLinear(n, in_dim, out_dim)
-        if init_scheme == "lecture":
-            for member in range(n):
-                # transpose: the member's [in, out] weight acts like nn.Linear's [out, in]
-                init_fn(layer.weight.data[member].T, layer.bias.data[member, 0])
-        return layer
-
-    def forward(self, x: th.Tensor) -> th.Tensor:
-        if x.device.type != "cpu":
-            return self.net(x)  # one batched product per layer for all members
-        # On the CPU, one chain per member, stacked at the end: measured faster here (forward + backward) than
-        # batched products, whose bmm is slow for narrow outputs and which stack the wide activations at every
-        # layer; each member's wide layers then run on oneDNN (sac_plus.linear).
-        per_layer = [layer.members() if isinstance(layer, EnsembleLinear) else None for layer in self.net]
-        members = []
-        for index in range(self.n):
-            h = x
-            for layer, split in zip(self.net, per_layer, strict=True):
-                h = layer(h) if split is None else linear(h, *split[index])
-            members.append(h)
-        return th.stack(members)
-
-
-class EnsembleCritic(BaseModel):
-    """
-    ``n_critics`` Q-networks on one shared features extractor, evaluated as one batched ensemble.
-
-    Box actions: ``Q(s, a) -> [n_critics, B, 1]``. Discrete actions: ``Q(s, .) -> [n_critics, B, |A|]``.
+    Box actions: ``critic(obs, actions)`` returns a tuple of ``Q_i(s, a)``, each ``[B, 1]`` (SB3's return type).
+    Discrete actions: ``critic(obs)`` returns a tuple of ``Q_i(s, .)``, each ``[B, |A|]``.
 
     :param observation_space: Observation space
     :param action_space: Action space (Box or Discrete)
@@ -210,8 +154,10 @@ class EnsembleCritic(BaseModel):
     :param n_critics: Number of Q-networks
     :param share_features_extractor: Whether the features extractor is the actor's; if so, the critic loss
         does not train it (as in SB3)
-    :param init_scheme: ``"lecture"`` or ``"pytorch"``, see :class:`SACPlusPolicy`
+    :param init_scheme: ``"orthogonal"`` or ``"pytorch"``, see :class:`SACPlusPolicy`
     """
+
+    features_extractor: BaseFeaturesExtractor
 
     def __init__(
         self,
@@ -232,33 +178,45 @@ class EnsembleCritic(BaseModel):
             features_extractor=features_extractor,
             normalize_images=normalize_images,
         )
-        if not isinstance(n_critics, int) or n_critics < 1:
-            raise ValueError(f"n_critics={n_critics!r} is not valid; accepted: an integer >= 1")
         self.takes_action = isinstance(action_space, spaces.Box)
         input_dim = features_dim + (get_action_dim(action_space) if self.takes_action else 0)
         output_dim = 1 if self.takes_action else int(action_space.n)
-        self.n_critics = n_critics
+        self.n_critics = check_positive_int(n_critics, "n_critics")
         self.share_features_extractor = share_features_extractor
-        self.q_networks = EnsembleMLP(n_critics, input_dim, net_arch, output_dim, activation_fn, init_scheme)
+        self.q_networks: list[nn.Module] = []
+        for index in range(self.n_critics):
+            q_net = q_network(input_dim, net_arch, output_dim, activation_fn, init_scheme)
+            self.add_module(f"qf{index}", q_net)
+            self.q_networks.append(q_net)
 
-    def forward(self, obs: PyTorchObs, actions: th.Tensor | None = None) -> th.Tensor:
+    def forward(self, obs: PyTorchObs, actions: th.Tensor | None = None) -> tuple[th.Tensor, ...]:
         # A shared features extractor is trained by the actor loss only (SB3's convention)
         with th.set_grad_enabled(not self.share_features_extractor):
             features = self.extract_features(obs, self.features_extractor)
-        if self.takes_action:
-            features = th.cat([features, actions], dim=1)
-        return self.q_networks(features)
+        q_input = th.cat([features, actions], dim=1) if self.takes_action else features
+        return tuple(q_net(q_input) for q_net in self.q_networks)
 
-    def q_of_actions(self, obs: PyTorchObs, actions: th.Tensor) -> th.Tensor:
-        """``Q_i(s, a)`` of the given (buffer) actions, shape ``[n_critics, B, 1]``."""
+    def q1_forward(self, obs: PyTorchObs, actions: th.Tensor | None = None) -> th.Tensor:
+        """The first Q-network only, its features extractor not trained (SB3's ``q1_forward``, e.g. for TD3-style
+        actor losses)."""
+        with th.no_grad():
+            features = self.extract_features(obs, self.features_extractor)
+        return self.q_networks[0](th.cat([features, actions], dim=1) if self.takes_action else features)
+
+    def min_q(self, obs: PyTorchObs, actions: th.Tensor | None = None) -> th.Tensor:
+        """``min_i Q_i``: ``[B, 1]`` for Box actions, ``[B, |A|]`` for Discrete ones."""
+        q_values = self(obs, actions)
+        return q_values[0] if len(q_values) == 1 else th.stack(q_values).amin(dim=0)
+
+    def q_of_actions(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, ...]:
+        """``Q_i(s, a)`` of the given (buffer) actions, each ``[B, 1]``."""
         if self.takes_action:
             return self(obs, actions)
-        q_all = self(obs)
-        index = actions.long().reshape(1, -1, 1).expand(q_all.shape[0], -1, 1)
-        return q_all.gather(2, index)
+        index = actions.long().reshape(-1, 1)
+        return tuple(q_all.gather(1, index) for q_all in self(obs))
 
 
-class MlpActor(BasePolicy):
+class BaseActor(BasePolicy):
     """
     What both actors share: features extractor, hidden layers ``latent_pi`` and the keywords SB3 saves.
 
@@ -269,7 +227,7 @@ class MlpActor(BasePolicy):
     :param features_dim: Number of features
     :param activation_fn: Activation function
     :param normalize_images: Whether to divide images by 255
-    :param init_scheme: ``"lecture"`` or ``"pytorch"``, see :class:`SACPlusPolicy`
+    :param init_scheme: ``"orthogonal"`` or ``"pytorch"``, see :class:`SACPlusPolicy`
     :param squash_output: Whether actions are in [-1, 1] and rescaled to the Box bounds by SB3
     """
 
@@ -319,7 +277,7 @@ class MlpActor(BasePolicy):
         return self(observation, deterministic)
 
 
-class SquashedGaussianActor(MlpActor):
+class SquashedGaussianActor(BaseActor):
     """
     Box actor: ``a = tanh(n)``, ``n ~ N(mu(s), sigma(s))``, log sigma clipped to [-20, 2]; deterministic
     action ``tanh(mu)``. With ``use_sde`` the noise is SB3's state-dependent exploration (gSDE).
@@ -336,7 +294,7 @@ class SquashedGaussianActor(MlpActor):
     :param use_expln: gSDE: use ``expln`` instead of ``exp`` for the std
     :param clip_mean: gSDE: clip the mean to [-clip_mean, clip_mean] (0 disables)
     :param normalize_images: Whether to divide images by 255
-    :param init_scheme: ``"lecture"`` or ``"pytorch"``, see :class:`SACPlusPolicy`
+    :param init_scheme: ``"orthogonal"`` or ``"pytorch"``, see :class:`SACPlusPolicy`
     """
 
     action_space: spaces.Box
@@ -375,7 +333,9 @@ class SquashedGaussianActor(MlpActor):
         self.clip_mean = clip_mean
 
         action_dim = get_action_dim(action_space)
-        self.mu = final_linear(self.latent_dim, action_dim, init_scheme)
+        self.action_dist: SquashedDiagGaussianDistribution | StateDependentNoiseDistribution
+        self.log_std: nn.Module | nn.Parameter
+        self.mu: nn.Module = final_linear(self.latent_dim, action_dim, init_scheme)
         if use_sde:
             self.action_dist = StateDependentNoiseDistribution(
                 action_dim, full_std=full_std, use_expln=use_expln, learn_features=True, squash_output=True
@@ -384,7 +344,12 @@ class SquashedGaussianActor(MlpActor):
                 th.ones(self.latent_dim, action_dim if full_std else 1) * log_std_init, requires_grad=True
             )
             self.action_dist.sample_weights(self.log_std)
+            if clip_mean > 0:
+                # gSDE is unstable with unbounded means; the same module as SB3's, so state dicts match (mu.0.weight)
+                self.mu = nn.Sequential(self.mu, nn.Hardtanh(min_val=-clip_mean, max_val=clip_mean))
         else:
+            # kept for SB3 code that reads actor.action_dist; sampling below does not go through it
+            self.action_dist = SquashedDiagGaussianDistribution(action_dim)
             self.log_std = final_linear(self.latent_dim, action_dim, init_scheme)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -400,55 +365,70 @@ class SquashedGaussianActor(MlpActor):
         )
         return data
 
+    def _require_sde(self, method: str) -> None:
+        if not self.use_sde:
+            raise ValueError(f"{method}() needs use_sde=True: it belongs to gSDE's exploration (accepted: use_sde=True)")
+
+    def get_std(self) -> th.Tensor:
+        """gSDE: the standard deviation of the exploration matrix's entries (SB3's ``Actor.get_std``)."""
+        self._require_sde("get_std")
+        assert isinstance(self.action_dist, StateDependentNoiseDistribution)
+        return self.action_dist.get_std(self.log_std)
+
     def reset_noise(self, batch_size: int = 1) -> None:
         """Sample a new gSDE exploration matrix."""
-        if not self.use_sde:
-            raise ValueError("reset_noise() needs use_sde=True: it samples gSDE's exploration matrix")
+        self._require_sde("reset_noise")
+        assert isinstance(self.action_dist, StateDependentNoiseDistribution)
         self.action_dist.sample_weights(self.log_std, batch_size=batch_size)
 
-    def _latent_and_mean(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
+    def get_action_dist_params(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor, dict[str, th.Tensor]]:
+        """
+        SB3's ``Actor.get_action_dist_params``: the mean of the pre-tanh Gaussian, its log std (clipped to
+        [-20, 2]) and, with gSDE, ``dict(latent_sde=...)``, where the log std is that of the exploration matrix.
+        """
         latent = self.latent(obs)
         mean = self.mu(latent)
-        if self.use_sde and self.clip_mean > 0:
-            # gSDE is unstable with unbounded means (SB3's clip_mean)
-            mean = mean.clamp(-self.clip_mean, self.clip_mean)
-        return latent, mean
+        if self.use_sde:
+            return mean, self.log_std, dict(latent_sde=latent)
+        return mean, self.log_std(latent).clamp(LOG_STD_MIN, LOG_STD_MAX), {}
 
     def sample_pre_tanh(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """Reparameterised pre-tanh sample ``n`` with the mean and log std of its Gaussian."""
-        latent, mean = self._latent_and_mean(obs)
+        mean, log_std, kwargs = self.get_action_dist_params(obs)
         if self.use_sde:
             # gSDE noise is latent @ E, E ~ N(0, std^2): Gaussian per state with variance latent^2 @ std^2
-            dist = self.action_dist.proba_distribution(mean, self.log_std, latent)
-            log_std = th.log(dist.distribution.stddev)
-            pre_tanh = mean + self.action_dist.get_noise(latent)
-        else:
-            log_std = self.log_std(latent).clamp(LOG_STD_MIN, LOG_STD_MAX)
-            pre_tanh = mean + th.exp(log_std) * th.randn_like(mean)
-        return pre_tanh, mean, log_std
+            latent = kwargs["latent_sde"]
+            dist = self.action_dist.proba_distribution(mean, log_std, latent)
+            return mean + self.action_dist.get_noise(latent), mean, th.log(dist.distribution.stddev)
+        return mean + th.exp(log_std) * th.randn_like(mean), mean, log_std
 
-    def action_log_prob(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
-        """Sampled action in [-1, 1] and its exact log-probability ``[B, 1]``, computed from the pre-tanh value."""
+    def _sample_with_log_prob(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
+        """Action in [-1, 1] and its exact log-probability ``[B, 1]``, computed from the pre-tanh value."""
         pre_tanh, mean, log_std = self.sample_pre_tanh(obs)
         return th.tanh(pre_tanh), squashed_gaussian_log_prob(pre_tanh, mean, log_std)
 
-    def soft_value(self, obs: PyTorchObs, critic: EnsembleCritic, ent_coef: th.Tensor) -> SoftValue:
-        """One reparameterised sample: gradients reach the actor through the action (lecture: reparameterisation)."""
-        actions, log_prob = self.action_log_prob(obs)
-        min_q = critic(obs, actions).min(dim=0).values
+    def action_log_prob(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
+        """Sampled action in [-1, 1] and its exact log-probability, shape ``[B]`` (SB3's return types)."""
+        actions, log_prob = self._sample_with_log_prob(obs)
+        return actions, log_prob.squeeze(-1)
+
+    def soft_value(self, obs: PyTorchObs, critic: Critic, ent_coef: th.Tensor) -> SoftValue:
+        """One reparameterised sample: gradients reach the actor through the action (reparameterisation trick)."""
+        actions, log_prob = self._sample_with_log_prob(obs)
+        min_q = critic.min_q(obs, actions)
         saturation = (actions.detach().abs() > SATURATION_THRESHOLD).float().mean()
         return SoftValue(min_q - ent_coef * log_prob, log_prob, saturation)
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         if deterministic:
-            return th.tanh(self._latent_and_mean(obs)[1])
+            return th.tanh(self.mu(self.latent(obs)))
         return th.tanh(self.sample_pre_tanh(obs)[0])
 
 
-class CategoricalActor(MlpActor):
+class CategoricalActor(BaseActor):
     """
     Discrete actor: logits over |A| actions; expectations are exact sums with ``softmax`` probabilities and
-    ``log_softmax`` log-probabilities; deterministic action ``argmax``. Keywords: see :class:`MlpActor`.
+    ``log_softmax`` log-probabilities; deterministic action ``argmax``. Keywords: see :class:`BaseActor`.
     """
 
     action_space: spaces.Discrete
@@ -460,29 +440,37 @@ class CategoricalActor(MlpActor):
     def action_logits(self, obs: PyTorchObs) -> th.Tensor:
         return self.logits(self.latent(obs))
 
-    def soft_value(self, obs: PyTorchObs, critic: EnsembleCritic, ent_coef: th.Tensor) -> SoftValue:
-        """Exact expectations ``pi(.|s)^T F(s, .)`` (lecture: "simple inner product")."""
+    def soft_value(self, obs: PyTorchObs, critic: Critic, ent_coef: th.Tensor) -> SoftValue:
+        """Exact expectations ``pi(.|s)^T F(s, .)`` over all actions (Christodoulou 2019, eq. 10 and 12)."""
         log_probs = th.log_softmax(self.action_logits(obs), dim=-1)
         probs = log_probs.exp()
-        min_q = critic(obs).min(dim=0).values
+        min_q = critic.min_q(obs)
         return SoftValue(
             categorical_expectation(probs, min_q - ent_coef * log_probs),
             categorical_expectation(probs, log_probs),
         )
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        """Actions ``[B]``; ``-1`` where the logits are non-finite (diverged weights), which ``predict`` reports."""
         logits = self.action_logits(obs)
+        finite = th.isfinite(logits).all(dim=-1)
         if deterministic:
-            return logits.argmax(dim=-1)
-        return th.multinomial(th.softmax(logits, dim=-1), 1).squeeze(-1)
+            actions = logits.argmax(dim=-1)
+        else:
+            # non-finite rows sample from zeros (uniform) instead: torch.multinomial would fail on them, on a GPU
+            # with a device-side assert that no DivergenceError can follow
+            safe_logits = th.where(finite.unsqueeze(-1), logits, th.zeros_like(logits))
+            actions = th.multinomial(th.softmax(safe_logits, dim=-1), 1).squeeze(-1)
+        return th.where(finite, actions, th.full_like(actions, -1))
 
 
-Actor = SquashedGaussianActor | CategoricalActor
+SACPlusActor = SquashedGaussianActor | CategoricalActor
 
 
 class SACPlusPolicy(BasePolicy):
     """
-    Actor, critic ensemble and target critic ensemble of SACPlus, for Box and Discrete action spaces.
+    Actor, critics and target critics of SACPlus, for Box and Discrete action spaces, with SB3 SACPolicy's
+    modules and state-dict names.
 
     :param observation_space: Observation space
     :param action_space: Action space (``Box`` with finite bounds, or ``Discrete``)
@@ -504,16 +492,16 @@ class SACPlusPolicy(BasePolicy):
     :param n_critics: Number of critic networks
     :param share_features_extractor: Whether the critic uses the actor's features extractor
     :param init_scheme: ``"pytorch"`` (default): PyTorch's default for every layer (what SB3 does);
-        ``"lecture"``: hidden layers orthogonal (gain sqrt(2)) with zero bias and final layers uniform in +-3e-3,
-        as the lecture advises (different init for hidden and final layers). The default follows the ablation in
+        ``"orthogonal"``: hidden layers orthogonal (gain sqrt(2)) with zero bias and final layers uniform in +-3e-3
+        (Lillicrap et al. 2016, https://arxiv.org/abs/1509.02971). The default follows the ablation in
         benchmarks/RESULTS.md: with two hidden layers both learn Pendulum-v1 alike, with one hidden layer of 256
-        (the lecture's MuJoCo tip) ``"lecture"`` failed on every seed (about -1400 after 20k steps) and
+        ``"orthogonal"`` failed on every seed (about -1400 after 20k steps) and
         ``"pytorch"`` did not (about -120).
     """
 
-    actor: Actor
-    critic: EnsembleCritic
-    critic_target: EnsembleCritic
+    actor: SACPlusActor
+    critic: Critic
+    critic_target: Critic
 
     def __init__(
         self,
@@ -556,9 +544,9 @@ class SACPlusPolicy(BasePolicy):
         self.log_std_init = log_std_init
         self.use_expln = use_expln
         self.clip_mean = clip_mean
-        self.n_critics = n_critics
+        self.n_critics = check_positive_int(n_critics, "n_critics")
         self.share_features_extractor = share_features_extractor
-        self.init_scheme = check_init_scheme(init_scheme)
+        self.init_scheme = init_scheme = check_init_scheme(init_scheme)
         common = dict(
             observation_space=self.observation_space,
             action_space=self.action_space,
@@ -570,7 +558,7 @@ class SACPlusPolicy(BasePolicy):
         if isinstance(action_space, spaces.Box):
             self.actor_kwargs.update(use_sde=use_sde, log_std_init=log_std_init, use_expln=use_expln, clip_mean=clip_mean)
         self.critic_kwargs = dict(
-            common, net_arch=critic_arch, n_critics=n_critics, share_features_extractor=share_features_extractor
+            common, net_arch=critic_arch, n_critics=self.n_critics, share_features_extractor=share_features_extractor
         )
         self._build(lr_schedule)
 
@@ -581,7 +569,7 @@ class SACPlusPolicy(BasePolicy):
         )
         if self.share_features_extractor:
             self.critic = self.make_critic(features_extractor=self.actor.features_extractor)
-            # the shared extractor is the actor's to train (see EnsembleCritic.forward)
+            # the shared extractor is the actor's to train (see Critic.forward)
             critic_parameters = [p for name, p in self.critic.named_parameters() if "features_extractor" not in name]
         else:
             self.critic = self.make_critic()
@@ -593,14 +581,14 @@ class SACPlusPolicy(BasePolicy):
         self.critic_target.requires_grad_(False)
         self.critic_target.set_training_mode(False)
 
-    def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> Actor:
+    def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> SACPlusActor:
         kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
         actor_class = SquashedGaussianActor if isinstance(self.action_space, spaces.Box) else CategoricalActor
         return actor_class(**kwargs).to(self.device)
 
-    def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> EnsembleCritic:
+    def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> Critic:
         kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
-        return EnsembleCritic(**kwargs).to(self.device)
+        return Critic(**kwargs).to(self.device)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -624,7 +612,7 @@ class SACPlusPolicy(BasePolicy):
         )
         return data
 
-    def soft_value(self, obs: PyTorchObs, critic: EnsembleCritic, ent_coef: th.Tensor) -> SoftValue:
+    def soft_value(self, obs: PyTorchObs, critic: Critic, ent_coef: th.Tensor) -> SoftValue:
         """E_pi[min_i Q_i(s, a) - alpha log pi(a|s)] and E_pi[log pi(a|s)] for the states ``obs``."""
         return self.actor.soft_value(obs, critic, ent_coef)
 
@@ -634,6 +622,33 @@ class SACPlusPolicy(BasePolicy):
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         return self._predict(obs, deterministic=deterministic)
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """
+        SB3's ``predict``, refusing a non-finite observation (``ValueError``) and non-finite policy outputs
+        (:class:`~sac_plus.monitor.DivergenceError`) instead of returning NaN or arbitrary actions.
+        """
+        parts = observation.items() if isinstance(observation, dict) else [("", observation)]
+        for key, value in parts:
+            row = first_nonfinite_row(np.asarray(value))
+            if row is not None:
+                raise ValueError(
+                    f"predict() got a non-finite observation{f' {key!r}' if key else ''} (NaN or inf, in row {row}); "
+                    "accepted: finite observations (wrap the env in VecCheckNan to find where they come from)"
+                )
+        actions, state = super().predict(observation, state, episode_start, deterministic)
+        if not np.all(np.isfinite(actions)) or (isinstance(self.action_space, spaces.Discrete) and np.any(actions < 0)):
+            raise DivergenceError(
+                "the policy's outputs are non-finite (NaN or inf): its weights have diverged. Load a checkpoint "
+                "saved before the divergence."
+            )
+        return actions, state
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         return self.actor(observation, deterministic)

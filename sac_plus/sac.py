@@ -18,17 +18,21 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, RolloutReturn, Schedule
 from stable_baselines3.common.utils import get_parameters_by_name
+from stable_baselines3.common.vec_env import VecEnv
 
-from sac_plus.checkpoint import atomic_write_path
+from sac_plus import checkpoint, sb3_format
+from sac_plus.linear import describe_kernel_choices
+from sac_plus.monitor import DivergenceError, TrainingMonitor, first_nonfinite_row
 from sac_plus.policies import (
-    Actor,
     CnnPolicy,
-    EnsembleCritic,
+    Critic,
     MlpPolicy,
     MultiInputPolicy,
+    SACPlusActor,
     SACPlusPolicy,
     SoftValue,
     build_optimizer,
+    check_positive_int,
 )
 from sac_plus.temperature import (
     DEFAULT_DISCRETE_TARGET_ENTROPY_SCALE,
@@ -42,24 +46,7 @@ SelfSACPlus = TypeVar("SelfSACPlus", bound="SACPlus")
 
 ACCEPTED_ACTION_SPACES = "gymnasium.spaces.Box with finite bounds, or gymnasium.spaces.Discrete with start=0"
 ON_DIVERGENCE = ("raise", "stop")
-
-# What each gradient step reports, in this order: (logger key, name in a divergence message).
-TRAIN_STATS = (
-    ("train/critic_loss", "the critic loss"),
-    ("train/actor_loss", "the actor loss"),
-    ("train/ent_coef", "the temperature alpha (ent_coef)"),
-    ("train/entropy", "the policy entropy"),
-    ("train/q_mean", "the mean Q-value"),
-    ("train/ent_coef_loss", "the temperature loss"),
-    ("train/tanh_saturation", "the fraction of saturated tanh units"),
-)
-# Reading the non-finite flags back costs a host synchronisation on a GPU: there, do it this rarely (and at each
-# log dump). On the CPU there is nothing to synchronise, so the flags are read after every train() call.
-DIVERGENCE_CHECK_INTERVAL = 1000
-
-
-class DivergenceError(RuntimeError):
-    """A loss, Q-value or the temperature became NaN or infinite during training."""
+__all__ = ["DivergenceError", "SACPlus", "check_action_space"]
 
 
 def check_action_space(action_space: spaces.Space) -> None:
@@ -91,8 +78,8 @@ class SACPlus(OffPolicyAlgorithm):
 
     :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
     :param env: The environment to learn from (if registered in Gym, can be str)
-    :param learning_rate: learning rate for Adam, the same for actor, critics and temperature
-        (as the lecture advises); a float or a function of the remaining progress (from 1 to 0)
+    :param learning_rate: learning rate for Adam, the same for actor, critics and temperature (as in SB3);
+        a float or a function of the remaining progress (from 1 to 0)
     :param buffer_size: size of the replay buffer
     :param learning_starts: how many steps of the model to collect transitions for before learning starts
     :param batch_size: Minibatch size for each gradient update
@@ -119,7 +106,7 @@ class SACPlus(OffPolicyAlgorithm):
         ``learning_rate``) to anneal the target as training goes (target entropy scheduling, Xu et al. 2021,
         https://arxiv.org/abs/2112.02852). The default, SB3's ``LinearSchedule(0.6, 0.1, 0.5)``, goes from 0.6 to 0.1
         over the first half of the ``learn()`` call and was chosen by benchmarks/returns.py on CartPole-v1 and
-        LunarLander-v3 (see benchmarks/RESULTS.md). The lecture's heuristic is ``target_entropy_scale=0.98``
+        LunarLander-v3 (see benchmarks/RESULTS.md). Christodoulou's heuristic is ``target_entropy_scale=0.98``
         (Christodoulou 2019), which keeps the policy close to uniform; a constant such as 0.6 keeps the policy
         that random for the whole run.
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE), Box only
@@ -128,7 +115,7 @@ class SACPlus(OffPolicyAlgorithm):
     :param stats_window_size: Window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments for the policy (``net_arch``, ``n_critics``, ``init_scheme``, ...),
-        see :class:`sac_plus.policies.SACPlusPolicy`
+        see :class:`sac_plus.policies.SACPlusPolicy`; the critics are SB3's layout (``critic.qf0``, ...)
     :param verbose: Verbosity level: 0 none, 1 info, 2 debug
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run
@@ -145,9 +132,9 @@ class SACPlus(OffPolicyAlgorithm):
         "MultiInputPolicy": MultiInputPolicy,
     }
     policy: SACPlusPolicy
-    actor: Actor
-    critic: EnsembleCritic
-    critic_target: EnsembleCritic
+    actor: SACPlusActor
+    critic: Critic
+    critic_target: Critic
 
     def __init__(
         self,
@@ -189,12 +176,7 @@ class SACPlus(OffPolicyAlgorithm):
             raise ValueError(
                 f"on_divergence={on_divergence!r} is not understood; accepted: {', '.join(map(repr, ON_DIVERGENCE))}"
             )
-        if (
-            isinstance(target_update_interval, bool)
-            or not isinstance(target_update_interval, int)
-            or target_update_interval < 1
-        ):
-            raise ValueError(f"target_update_interval={target_update_interval!r} is not valid; accepted: an integer >= 1")
+        target_update_interval = check_positive_int(target_update_interval, "target_update_interval")
         if env is not None:
             # Wrap the env as SB3 would (idempotent) so that its action space is checked with our messages before
             # SB3's bare assertions on it run.
@@ -238,11 +220,14 @@ class SACPlus(OffPolicyAlgorithm):
         self.on_divergence = on_divergence
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Optimizer | None = None
+        self.monitor: TrainingMonitor
         if _init_setup_model:
             self._setup_model()
 
     def _setup_model(self) -> None:
         check_action_space(self.action_space)
+        # again here: load() sets attributes without going through __init__
+        check_target_entropy_scale(self.target_entropy_scale)
         super()._setup_model()
         self._create_aliases()
         self._update_target_entropy()
@@ -254,16 +239,14 @@ class SACPlus(OffPolicyAlgorithm):
         else:
             self.ent_coef_tensor = th.tensor(init_value, device=self.device)
         self._setup_target_update()
-        self._reset_train_stats()
-        self._first_nonfinite_update = th.full((len(TRAIN_STATS),), th.iinfo(th.int64).max, device=self.device)
-        self._divergence_check_interval = 1 if self.device.type == "cpu" else DIVERGENCE_CHECK_INTERVAL
-        self._next_divergence_check = self._n_updates + self._divergence_check_interval
-        self._divergence: str | None = None
+        self.monitor = TrainingMonitor(self.device)
+        self.monitor.next_check = self._n_updates + self.monitor.check_interval
 
     def _update_target_entropy(self) -> None:
-        """Resolve ``"auto"`` and read a ``target_entropy_scale`` schedule at the current progress."""
+        """Resolve ``"auto"``, and read a ``target_entropy_scale`` schedule at the current progress."""
+        spec = "auto" if self.target_entropy == "auto" or self._target_entropy_is_scheduled() else self.target_entropy
         self.target_entropy = resolve_target_entropy(
-            self._target_entropy_spec, self.action_space, self.target_entropy_scale, self._current_progress_remaining
+            spec, self.action_space, self.target_entropy_scale, self._current_progress_remaining
         )
 
     def _target_entropy_is_scheduled(self) -> bool:
@@ -285,11 +268,13 @@ class SACPlus(OffPolicyAlgorithm):
 
     def _setup_target_update(self) -> None:
         """Parameter lists for the Polyak update, built once: the update is then one multi-tensor lerp."""
-        self._target_sources = list(self.critic.parameters())
-        self._target_destinations = list(self.critic_target.parameters())
         # Running statistics (batch norm) are copied, not averaged (SB3 issue #996)
-        self._target_stats_sources = get_parameters_by_name(self.critic, ["running_"])
-        self._target_stats_destinations = get_parameters_by_name(self.critic_target, ["running_"])
+        self._polyak_pairs = (
+            list(self.critic_target.parameters()),
+            list(self.critic.parameters()),
+            get_parameters_by_name(self.critic_target, ["running_"]),
+            get_parameters_by_name(self.critic, ["running_"]),
+        )
         self._trained_critic_parameters = [p for group in self.critic.optimizer.param_groups for p in group["params"]]
 
     def _optimizers(self) -> list[th.optim.Optimizer]:
@@ -316,7 +301,7 @@ class SACPlus(OffPolicyAlgorithm):
             # n-step buffers give gamma^k per sample (k <= n when the episode ended early)
             discounts = data.discounts if data.discounts is not None else self.gamma
             target_q = data.rewards + (1 - data.dones) * discounts * next_value
-        current_q = self.critic.q_of_actions(data.observations, data.actions)
+        current_q = th.stack(self.critic.q_of_actions(data.observations, data.actions))
         return (current_q - target_q).pow(2).mean(dim=(1, 2)).sum(), current_q.detach().mean()
 
     def _actor_loss(self, observations: th.Tensor, ent_coef: th.Tensor) -> tuple[th.Tensor, SoftValue]:
@@ -347,8 +332,8 @@ class SACPlus(OffPolicyAlgorithm):
         """
         One update of critics, actor and temperature, all with the same alpha (taken before the update).
 
-        :return: the statistics of :data:`TRAIN_STATS` as one detached tensor, so that logging costs no host
-            synchronisation per update (statistics that do not apply are 0 and are not logged)
+        :return: the statistics of :data:`sac_plus.monitor.TRAIN_STATS` as one detached tensor, so that logging
+            costs no host synchronisation per update (statistics that do not apply are 0 and are not logged)
         """
         ent_coef = self._current_ent_coef()
         critic_loss, q_mean = self._critic_loss(data, ent_coef)
@@ -367,9 +352,10 @@ class SACPlus(OffPolicyAlgorithm):
     @th.no_grad()
     def _update_target_critics(self) -> None:
         """Polyak averaging ``target <- (1 - tau) target + tau critic`` as one multi-tensor operation."""
-        th._foreach_lerp_(self._target_destinations, self._target_sources, self.tau)
-        if self._target_stats_sources:
-            th._foreach_copy_(self._target_stats_destinations, self._target_stats_sources)
+        destinations, sources, stats_destinations, stats_sources = self._polyak_pairs
+        th._foreach_lerp_(destinations, sources, self.tau)
+        if stats_sources:
+            th._foreach_copy_(stats_destinations, stats_sources)
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         self.policy.set_training_mode(True)
@@ -388,59 +374,56 @@ class SACPlus(OffPolicyAlgorithm):
             if self._n_updates % self.target_update_interval == 0:
                 self._update_target_critics()
             self._n_updates += 1
-        self._accumulate_train_stats(th.stack(stats), first_update)
-        if self._n_updates >= self._next_divergence_check:
-            self._next_divergence_check = self._n_updates + self._divergence_check_interval
+        if first_update == 0 and self.verbose >= 1 and describe_kernel_choices():
+            print(f"SACPlus: CPU matrix-product kernels chosen by measurement:\n{describe_kernel_choices()}")
+        self.monitor.record(th.stack(stats), first_update)
+        if self.device.type == "cpu":
+            # free on the CPU: the logger holds this window's means whenever anyone dumps it (e.g. EvalCallback),
+            # as SB3 SAC's logger holds its last train() call's
+            self._record_train_stats(self.monitor.peek_means())
+        if self.monitor.check_due(self._n_updates):
             self._check_divergence()
 
-    def _reset_train_stats(self) -> None:
-        self._train_stats_sum = th.zeros(len(TRAIN_STATS), device=self.device)
-        self._train_stats_count = 0
-
-    def _accumulate_train_stats(self, stats: th.Tensor, first_update: int) -> None:
-        """Sum the statistics and remember, per statistic, the first non-finite update; all on the device."""
-        self._train_stats_sum += stats.sum(dim=0)
-        self._train_stats_count += stats.shape[0]
-        updates = th.arange(first_update, first_update + stats.shape[0], device=stats.device).unsqueeze(1)
-        nonfinite_at = th.where(th.isfinite(stats), self._first_nonfinite_update, updates).amin(dim=0)
-        th.minimum(self._first_nonfinite_update, nonfinite_at, out=self._first_nonfinite_update)
-
-    def _check_divergence(self) -> None:
-        """Raise or stop (``on_divergence``) if a statistic has been non-finite since training started."""
-        if self._divergence is not None:
+    def _check_divergence(self, policy_outputs_nonfinite: bool = False) -> None:
+        """Raise or stop (``on_divergence``) if a statistic (or the policy's outputs) has been non-finite."""
+        if self.monitor.divergence is not None:
             return
-        first = self._first_nonfinite_update.tolist()
-        update = min(first)
-        if update == th.iinfo(th.int64).max:
+        found = self.monitor.first_divergence()
+        if found is None and not policy_outputs_nonfinite:
             return
-        quantities = [name for (_, name), at in zip(TRAIN_STATS, first, strict=True) if at == update]
+        what = (
+            f"{' and '.join(found[1])} became non-finite (NaN or inf) at gradient update {found[0]}"
+            if found is not None
+            else f"the policy's outputs became non-finite (NaN or inf) after gradient update {self._n_updates}"
+        )
         learning_rate = self.actor.optimizer.param_groups[0]["lr"]
-        self._divergence = (
-            f"SACPlus diverged: {' and '.join(quantities)} became non-finite (NaN or inf) at gradient update {update} "
-            f"(num_timesteps={self.num_timesteps}). Hints: lower the learning rate (now {learning_rate:g}), "
-            "scale the rewards down (SAC works best with |reward| of order 1-10), try a fixed ent_coef, and wrap the "
-            "env in VecCheckNan to catch non-finite observations or rewards."
+        self.monitor.divergence = (
+            f"SACPlus diverged: {what} (num_timesteps={self.num_timesteps}). Hints: lower the learning rate "
+            f"(now {learning_rate:g}), scale the rewards down (SAC works best with |reward| of order 1-10), try a "
+            "fixed ent_coef."
         )
         if self.on_divergence == "raise":
-            raise DivergenceError(self._divergence)
-        warnings.warn(self._divergence + " Training stops (on_divergence='stop').", RuntimeWarning, stacklevel=2)
-        self.logger.record("train/diverged_at_update", update)
+            raise DivergenceError(self.monitor.divergence)
+        warnings.warn(self.monitor.divergence + " Training stops (on_divergence='stop').", RuntimeWarning, stacklevel=2)
+        if found is not None:
+            self.logger.record("train/diverged_at_update", found[0])
 
-    def _flush_train_stats(self) -> None:
-        """Record the means since the last flush in the logger (one host synchronisation), then check divergence."""
-        if self._train_stats_count == 0:
+    def _record_train_stats(self, means: dict[str, float] | None) -> None:
+        if means is None:
             return
-        means = (self._train_stats_sum / self._train_stats_count).tolist()
-        self._reset_train_stats()
         applies = {
             "train/ent_coef_loss": self.ent_coef_optimizer is not None,
             "train/tanh_saturation": isinstance(self.action_space, spaces.Box),
         }
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        for (key, _), mean in zip(TRAIN_STATS, means, strict=True):
+        for key, mean in means.items():
             if applies.get(key, True):
                 self.logger.record(key, mean)
         self.logger.record("train/target_entropy", self.target_entropy)
+
+    def _flush_train_stats(self) -> None:
+        """Record the means since the last flush in the logger (one host synchronisation), then check divergence."""
+        self._record_train_stats(self.monitor.pop_means())
         self._check_divergence()
 
     def dump_logs(self) -> None:
@@ -448,9 +431,46 @@ class SACPlus(OffPolicyAlgorithm):
         super().dump_logs()
 
     def collect_rollouts(self, *args: Any, **kwargs: Any) -> RolloutReturn:
-        if self._divergence is not None:  # on_divergence="stop": end learn() without collecting more
+        if self.monitor.divergence is not None:  # on_divergence="stop": end learn() without collecting more
             return RolloutReturn(0, 0, continue_training=False)
-        return super().collect_rollouts(*args, **kwargs)
+        try:
+            return super().collect_rollouts(*args, **kwargs)
+        except DivergenceError:
+            # the policy's outputs went non-finite before a periodic check read the flags (on a GPU): name the
+            # update where it started, then raise or stop as on_divergence says
+            self._check_divergence(policy_outputs_nonfinite=True)
+            return RolloutReturn(0, 0, continue_training=False)
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: np.ndarray | dict[str, np.ndarray],
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        self._check_finite_transition(new_obs, reward, dones, infos)
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+
+    def _check_finite_transition(
+        self, new_obs: np.ndarray | dict[str, np.ndarray], reward: np.ndarray, dones: np.ndarray, infos: list[dict]
+    ) -> None:
+        """One vectorised finiteness check per step, so that a NaN from the env is named before it is learned from."""
+        parts = list(new_obs.items()) if isinstance(new_obs, dict) else [("", new_obs)]
+        for done_index in np.flatnonzero(dones):
+            terminal = infos[done_index].get("terminal_observation")
+            if terminal is not None:
+                items = terminal.items() if isinstance(terminal, dict) else [("", terminal)]
+                parts += [(f"{key} (terminal)".strip(), np.asarray(value)[None]) for key, value in items]
+        for what, values in [("reward", np.asarray(reward)), *((f"observation {key}".strip(), v) for key, v in parts)]:
+            row = first_nonfinite_row(np.asarray(values))
+            if row is not None:
+                raise ValueError(
+                    f"The env returned a non-finite {what} (NaN or inf) at num_timesteps={self.num_timesteps}"
+                    f"{'' if what.endswith('(terminal)') else f', env index {row}'}. SACPlus cannot learn from it; "
+                    "fix the env, or wrap it in VecCheckNan to find the step that produces it."
+                )
 
     def learn(
         self: SelfSACPlus,
@@ -461,6 +481,14 @@ class SACPlus(OffPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfSACPlus:
+        if self.monitor.divergence is not None:
+            warnings.warn(
+                f"learn() does nothing: training stopped earlier because {self.monitor.divergence} Load a checkpoint "
+                "saved before the divergence (or a new model) to train again.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return self
         super().learn(
             total_timesteps=total_timesteps,
             callback=callback,
@@ -486,15 +514,25 @@ class SACPlus(OffPolicyAlgorithm):
         if isinstance(path, io.BufferedIOBase):
             super().save(path, exclude=exclude, include=include)
             return
-        with atomic_write_path(path, "zip") as tmp:
+        with checkpoint.atomic_write_path(path, "zip") as tmp:
             super().save(tmp, exclude=exclude, include=include)
+
+    def save_as_sb3(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        """
+        Save a Box model as ``stable_baselines3.SAC`` would, so that ``SAC.load`` reads it in a process that has
+        no ``sac_plus`` (rl-zoo3's ``enjoy``, SB3-only servers, the Hugging Face SB3 tooling): SB3's own
+        ``SACPolicy`` with these weights, optimizer states and temperature. See :func:`sac_plus.sb3_format.save_as_sb3`.
+
+        :raises ValueError: for Discrete actions (SB3's SAC has none) or a policy SB3 has no counterpart for
+        """
+        sb3_format.save_as_sb3(self, path)
 
     def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
         """Save the replay buffer as a pickle file, atomically when ``path`` is a file path (see :meth:`save`)."""
         if isinstance(path, io.BufferedIOBase):
             super().save_replay_buffer(path)
             return
-        with atomic_write_path(path, "pkl") as tmp:
+        with checkpoint.atomic_write_path(path, "pkl") as tmp:
             super().save_replay_buffer(tmp)
 
     def _excluded_save_params(self) -> list[str]:
@@ -503,17 +541,9 @@ class SACPlus(OffPolicyAlgorithm):
             "actor",
             "critic",
             "critic_target",
-            "_target_sources",
-            "_target_destinations",
-            "_target_stats_sources",
-            "_target_stats_destinations",
+            "_polyak_pairs",
             "_trained_critic_parameters",
-            "_train_stats_sum",
-            "_train_stats_count",
-            "_first_nonfinite_update",
-            "_next_divergence_check",
-            "_divergence_check_interval",
-            "_divergence",
+            "monitor",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
@@ -538,22 +568,17 @@ class SACPlus(OffPolicyAlgorithm):
 
         A truncated or corrupted zip, a file that is no model, a model of another algorithm, or an ``env`` whose
         spaces differ from the saved ones raises a ``ValueError`` naming the file and what did not match. A zip
-        saved by ``stable_baselines3.SAC`` is converted as :meth:`load_from_sb3` does (with a warning).
-        See :func:`sac_plus.checkpoint.load_checkpoint`.
+        saved by ``stable_baselines3.SAC`` is read as :meth:`load_from_sb3` reads it (with a warning).
         """
-        from sac_plus.checkpoint import load_checkpoint
-
-        return load_checkpoint(
-            cls,
-            super().load,
-            path,
-            env=env,
-            device=device,
-            custom_objects=custom_objects,
-            print_system_info=print_system_info,
-            force_reset=force_reset,
-            **kwargs,
-        )
+        info = checkpoint.inspect_checkpoint(path, custom_objects)
+        if info.kind == checkpoint.SB3_SAC:
+            warnings.warn(
+                f"{info.name} was saved by stable_baselines3.SAC (policy {info.policy_class_name}); it is read as "
+                f"{cls.__name__}.load_from_sb3 reads it. Save the loaded model to store it in SACPlus's own format.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return cls._load_checked(info, env, device, custom_objects, print_system_info, force_reset, **kwargs)
 
     @classmethod
     def load_from_sb3(
@@ -561,18 +586,69 @@ class SACPlus(OffPolicyAlgorithm):
         path: str | pathlib.Path | io.BufferedIOBase,
         env: GymEnv | None = None,
         device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        force_reset: bool = True,
         **kwargs: Any,
     ) -> SelfSACPlus:
         """
         Import an agent saved by ``stable_baselines3.SAC``: same hyperparameters, spaces, counters, weights
-        (deterministic actions and Q-values identical), temperature and optimizer states.
-        See :mod:`sac_plus.sb3_import` for how the weights map.
+        (deterministic actions and Q-values identical), temperature and optimizer states. The two policies have
+        the same modules and state-dict names, so the weights load as they are.
 
         :param path: the zip written by ``stable_baselines3.SAC.save``
         :param env: the environment to run the model on (``None`` to only predict)
         :param device: device for the model
-        :param kwargs: ``custom_objects``, ``force_reset``, or attributes to change (as in :meth:`load`)
+        :param custom_objects: replace these saved objects instead of unpickling them (as in :meth:`load`)
+        :param force_reset: reset the env before training (as in :meth:`load`)
+        :param kwargs: attributes to change (as in :meth:`load`)
         """
-        from sac_plus.sb3_import import load_from_sb3
+        info = checkpoint.inspect_checkpoint(path, custom_objects)
+        if info.kind != checkpoint.SB3_SAC:
+            raise ValueError(
+                f"{info.name} was not saved by stable_baselines3.SAC: its policy class is {info.policy_class_name}"
+                f"{' (load it with SACPlus.load)' if info.kind == checkpoint.SACPLUS else ''}; "
+                "load_from_sb3 reads SB3 SAC models only"
+            )
+        return cls._load_checked(info, env, device, custom_objects, False, force_reset, **kwargs)
 
-        return load_from_sb3(cls, path, env=env, device=device, **kwargs)
+    @classmethod
+    def _load_checked(
+        cls: type[SelfSACPlus],
+        info: checkpoint.CheckpointInfo,
+        env: GymEnv | None,
+        device: th.device | str,
+        custom_objects: dict[str, Any] | None,
+        print_system_info: bool,
+        force_reset: bool,
+        **kwargs: Any,
+    ) -> SelfSACPlus:
+        """SB3's ``load`` of a file :func:`~sac_plus.checkpoint.inspect_checkpoint` found intact and ours to read."""
+        if info.kind == checkpoint.OTHER:
+            raise ValueError(
+                f"{info.name} was not saved by {cls.__name__}: its policy class is {info.policy_class_name}, so it "
+                f"was saved by another algorithm. {cls.__name__}.load reads models saved by {cls.__name__} or by "
+                "stable_baselines3.SAC; load this file with the algorithm that saved it."
+            )
+        vec_env: VecEnv | None = checkpoint.wrap_and_check_env(cls, info, env)
+        if "target_entropy" in kwargs:
+            kwargs.setdefault("_target_entropy_spec", kwargs["target_entropy"])
+        if info.kind == checkpoint.SB3_SAC:
+            custom_objects, kwargs = sb3_format.sb3_load_arguments(info, custom_objects, kwargs)
+        try:
+            model = super().load(
+                info.path,
+                env=vec_env,
+                device=device,
+                custom_objects=custom_objects,
+                print_system_info=print_system_info,
+                force_reset=force_reset,
+                **kwargs,
+            )
+        except (ValueError, KeyError, RuntimeError, AssertionError) as error:
+            raise ValueError(
+                f"Could not load {info.name} into {cls.__name__}: {type(error).__name__}: {error}"
+                f"{sb3_format.layout_hint(error)}"
+            ) from error
+        if info.kind == checkpoint.SB3_SAC:
+            sb3_format.adopt_sb3_model(model)
+        return model

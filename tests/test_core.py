@@ -24,7 +24,6 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from torch import nn
 
 from sac_plus import SACPlus
-from sac_plus.policies import EnsembleLinear
 
 BOX2 = spaces.Box(-2.0, 2.0, shape=(2,), dtype=np.float32)
 DISCRETE4 = spaces.Discrete(4)
@@ -450,7 +449,7 @@ def test_critic_step_computes_no_actor_gradients(space_env, fast_kwargs, action_
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# initialisation: hidden and final layers differ under init_scheme="lecture"; "pytorch" is PyTorch's default
+# initialisation: hidden and final layers differ under init_scheme="orthogonal"; "pytorch" is PyTorch's default
 
 
 def _layers(model: SACPlus) -> tuple[list[th.Tensor], list[th.Tensor], list[th.Tensor], list[th.Tensor]]:
@@ -463,19 +462,19 @@ def _layers(model: SACPlus) -> tuple[list[th.Tensor], list[th.Tensor], list[th.T
     hidden_b += [m.bias.detach() for m in actor_linears]
     final_w += [m.weight.detach() for m in heads]
     final_b += [m.bias.detach() for m in heads]
-    ensemble = [m for m in model.critic.modules() if isinstance(m, EnsembleLinear)]
-    for layer_index, layer in enumerate(ensemble):
-        is_final = layer_index == len(ensemble) - 1
-        for member in range(layer.weight.shape[0]):
-            (final_w if is_final else hidden_w).append(layer.weight.detach()[member].T)
-            (final_b if is_final else hidden_b).append(layer.bias.detach()[member, 0])
+    for q_net in model.critic.q_networks:
+        linears = [m for m in q_net if isinstance(m, nn.Linear)]
+        hidden_w += [m.weight.detach() for m in linears[:-1]]
+        hidden_b += [m.bias.detach() for m in linears[:-1]]
+        final_w.append(linears[-1].weight.detach())
+        final_b.append(linears[-1].bias.detach())
     return hidden_w, hidden_b, final_w, final_b
 
 
 @pytest.mark.parametrize("action_space", [BOX2, DISCRETE4], ids=["box", "discrete"])
-def test_lecture_init_scheme(space_env, fast_kwargs, action_space):
+def test_orthogonal_init_scheme(space_env, fast_kwargs, action_space):
     model = SACPlus(
-        "MlpPolicy", space_env(action_space), **fast_kwargs(policy_kwargs=dict(net_arch=[64, 64], init_scheme="lecture"))
+        "MlpPolicy", space_env(action_space), **fast_kwargs(policy_kwargs=dict(net_arch=[64, 64], init_scheme="orthogonal"))
     )
     hidden_w, hidden_b, final_w, final_b = _layers(model)
     assert len(hidden_w) == 2 + 2 * 2  # two actor layers, two layers for each of two critics
@@ -490,8 +489,7 @@ def test_lecture_init_scheme(space_env, fast_kwargs, action_space):
         gram = w @ w.T if out_dim <= in_dim else w.T @ w
         th.testing.assert_close(gram, 2.0 * th.eye(min(out_dim, in_dim)), atol=1e-5, rtol=0)
     # the two critics are initialised independently
-    ensemble = [m for m in model.critic.modules() if isinstance(m, EnsembleLinear)]
-    assert not th.equal(ensemble[0].weight[0], ensemble[0].weight[1])
+    assert not th.equal(model.critic.qf0[0].weight, model.critic.qf1[0].weight)
     assert_nested_equal(model.critic_target.state_dict(), model.critic.state_dict())
 
 

@@ -219,7 +219,7 @@ def test_categorical_soft_value_equals_explicit_sum(make_model):
     with th.no_grad():
         soft = model.policy.soft_value(obs, model.critic, th.tensor(alpha))
         logits = model.actor.action_logits(obs).tolist()
-        q = model.critic(obs).tolist()  # [n_critics][B][|A|]
+        q = th.stack(model.critic(obs)).tolist()  # [n_critics][B][|A|]
     assert soft.value.shape == soft.mean_log_prob.shape == (6, 1)
     for b in range(6):
         log_z = math.log(sum(math.exp(v) for v in logits[b]))
@@ -243,12 +243,11 @@ def test_box_action_log_prob_is_the_squashed_gaussian_of_the_pre_tanh_sample(mak
         th.manual_seed(5)
         actions, log_prob = model.actor.action_log_prob(obs)
     th.testing.assert_close(actions, th.tanh(pre_tanh))
-    th.testing.assert_close(log_prob, squashed_gaussian_log_prob(pre_tanh, mean, log_std))
+    assert log_prob.shape == (64,)  # SB3's shape
+    th.testing.assert_close(log_prob, squashed_gaussian_log_prob(pre_tanh, mean, log_std).squeeze(-1))
     # ... and that is PyTorch's tanh-transformed Gaussian (float64, where nothing saturates)
     reference = TransformedDistribution(Independent(Normal(mean.double(), log_std.double().exp()), 1), [TanhTransform()])
-    th.testing.assert_close(
-        log_prob.squeeze(-1).double(), reference.log_prob(th.tanh(pre_tanh.double())), rtol=1e-4, atol=1e-4
-    )
+    th.testing.assert_close(log_prob.double(), reference.log_prob(th.tanh(pre_tanh.double())), rtol=1e-4, atol=1e-4)
 
 
 def test_box_soft_value_matches_an_independent_monte_carlo_estimate(make_model):
@@ -267,7 +266,7 @@ def test_box_soft_value_matches_an_independent_monte_carlo_estimate(make_model):
         actions = th.tanh(mean + std * eps)
         dist = TransformedDistribution(Independent(Normal(mean, std), 1), [TanhTransform()])
         log_pi = dist.log_prob(actions)
-        q = model.critic(obs, actions.float()).min(dim=0).values.squeeze(-1).double()
+        q = th.stack(model.critic(obs, actions.float())).min(dim=0).values.squeeze(-1).double()
         estimate = q - alpha * log_pi
 
     standard_error = math.sqrt(soft.var().item() / n_samples + estimate.var().item() / n_samples)

@@ -270,9 +270,9 @@ def test_intact_file_and_open_file_load(saved_model, space_env):
 class NonFiniteEnv(gym.Env):
     """Returns NaN in the observation or the reward at step ``at``."""
 
-    def __init__(self, where: str, at: int = 15):
+    def __init__(self, where: str, at: int = 15, action_space: spaces.Space = BOX):
         self.observation_space = spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
-        self.action_space = BOX
+        self.action_space = action_space
         self.where, self.at, self._t = where, at, 0
 
     def reset(self, *, seed=None, options=None):
@@ -301,13 +301,25 @@ def test_vec_check_nan_stops_non_finite_env_data_with_a_clear_error(fast_kwargs,
     assert model.num_timesteps == 14  # stopped at the bad step, before storing it
 
 
+@pytest.mark.parametrize("action_space", [BOX, DISCRETE], ids=["box", "discrete"])
 @pytest.mark.parametrize("where", ["observation", "reward"])
-def test_non_finite_env_data_without_vec_check_nan_is_reported_as_divergence(fast_kwargs, where):
-    """Without VecCheckNan, the NaN reaches the losses: the divergence check reports it and points to VecCheckNan."""
-    model = SACPlus("MlpPolicy", DummyVecEnv([lambda: NonFiniteEnv(where, at=3)]), **fast_kwargs(learning_starts=5))
-    with pytest.raises(DivergenceError, match=r"non-finite.*VecCheckNan"):
+def test_non_finite_env_data_without_vec_check_nan_is_named_at_its_step(fast_kwargs, where, action_space):
+    """Without VecCheckNan, a NaN from the env is named at the step it comes (not later as a divergence)."""
+    envs = [lambda: NonFiniteEnv(where, 100, action_space), lambda: NonFiniteEnv(where, 3, action_space)]
+    model = SACPlus("MlpPolicy", DummyVecEnv(envs), **fast_kwargs(learning_starts=5))
+    with pytest.raises(
+        ValueError, match=rf"non-finite {where} \(NaN or inf\) at num_timesteps=\d+, env index 1\b.*VecCheckNan"
+    ):
         model.learn(300)
-    assert model.num_timesteps < 300
+    assert model.replay_buffer.size() < 20 and np.all(np.isfinite(model.replay_buffer.rewards))
+
+
+def test_predict_refuses_a_non_finite_observation(space_env, fast_kwargs):
+    model = SACPlus("MlpPolicy", space_env(DISCRETE), **fast_kwargs())
+    obs = np.stack([model.observation_space.sample() for _ in range(3)]).astype(np.float32)
+    obs[2, 0] = np.nan
+    with pytest.raises(ValueError, match=r"non-finite observation \(NaN or inf, in row 2\)"):
+        model.predict(obs)
 
 
 # ---------------------------------------------------------------------------------------------------- divergence
@@ -316,7 +328,7 @@ def test_non_finite_env_data_without_vec_check_nan_is_reported_as_divergence(fas
 def poison_critic(model: SACPlus) -> None:
     """A critic weight becomes NaN, as after an overflowing update."""
     with th.no_grad():
-        next(model.critic.q_networks.parameters()).view(-1)[0] = float("nan")
+        next(model.critic.qf0.parameters()).view(-1)[0] = float("nan")
 
 
 @pytest.mark.parametrize("action_space", [BOX, DISCRETE], ids=["box", "discrete"])

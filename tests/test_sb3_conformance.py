@@ -29,7 +29,6 @@ from stable_baselines3.her import HerReplayBuffer
 from stable_baselines3.sac import policies as sb3_policies
 
 from sac_plus import SACPlus, SACPlusPolicy
-from sac_plus.sb3_import import sb3_sources
 
 BOX = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
 DISCRETE = spaces.Discrete(3)
@@ -382,7 +381,8 @@ def test_policy_save_and_load(tmp_path, space_env, fast_kwargs, action_space):
     np.testing.assert_array_equal(policy.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
     obs_tensor = th.as_tensor(obs)
     actions = th.as_tensor(BOX.sample()).expand(32, 2) if action_space is BOX else None
-    assert th.equal(policy.critic(obs_tensor, actions), model.critic(obs_tensor, actions))
+    for q_loaded, q in zip(policy.critic(obs_tensor, actions), model.critic(obs_tensor, actions), strict=True):
+        assert th.equal(q_loaded, q)
 
 
 @KINDS
@@ -432,27 +432,28 @@ def assert_same_agent(sb3: SAC, ours: SACPlus, n: int = 32) -> None:
     actions = th.as_tensor(np.random.default_rng(1).uniform(-1, 1, size=(n, *sb3.action_space.shape)), dtype=th.float32)
     with th.no_grad():
         for sb3_critic, critic in ((sb3.critic, ours.critic), (sb3.critic_target, ours.critic_target)):
-            expected = th.stack(sb3_critic(obs_tensor, actions))
+            expected = sb3_critic(obs_tensor, actions)
             q_values = critic(obs_tensor, actions)
-            assert q_values.shape == expected.shape
-            th.testing.assert_close(q_values, expected, atol=1e-5, rtol=1e-5)
+            assert isinstance(q_values, tuple) and len(q_values) == len(expected)
+            for q, q_expected in zip(q_values, expected, strict=True):
+                assert q.shape == q_expected.shape
+                th.testing.assert_close(q, q_expected, atol=1e-5, rtol=1e-5)
 
 
-def assert_optimizer_states_map(sb3_module, sb3_optimizer, module, optimizer, n_critics: int) -> None:
-    """Every Adam moment of SACPlus equals SB3's, mapped (transposed and stacked for the critics)."""
-    sb3_names = {id(p): name for name, p in sb3_module.named_parameters()}
-    sb3_state = {sb3_names[id(p)]: sb3_optimizer.state[p] for group in sb3_optimizer.param_groups for p in group["params"]}
+def optimizer_states_by_name(module, optimizer) -> dict[str, dict]:
     names = {id(p): name for name, p in module.named_parameters()}
-    used = []
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            sources, combine = sb3_sources(names[id(param)], n_critics, sb3_state)
-            for key in ("exp_avg", "exp_avg_sq"):
-                expected = combine([sb3_state[source][key] for source in sources])
-                assert th.equal(optimizer.state[param][key], expected), (names[id(param)], key)
-            assert float(optimizer.state[param]["step"]) == float(sb3_state[sources[0]]["step"]) > 0
-            used += sources
-    assert sorted(used) == sorted(sb3_state), "some of SB3's optimizer states were not mapped"
+    return {names[id(p)]: optimizer.state[p] for group in optimizer.param_groups for p in group["params"]}
+
+
+def assert_optimizer_states_map(sb3_module, sb3_optimizer, module, optimizer) -> None:
+    """Every Adam moment of SACPlus equals SB3's for the parameter of the same name, in the same order."""
+    sb3_state = optimizer_states_by_name(sb3_module, sb3_optimizer)
+    state = optimizer_states_by_name(module, optimizer)
+    assert list(state) == list(sb3_state)
+    for name, param_state in state.items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert th.equal(param_state[key], sb3_state[name][key]), (name, key)
+        assert float(param_state["step"]) == float(sb3_state[name]["step"]) > 0
 
 
 @pytest.mark.parametrize(
@@ -491,9 +492,10 @@ def test_import_sb3_sac(tmp_path, space_env, fast_kwargs, variant):
             )
     else:
         assert float(ours.ent_coef_tensor) == pytest.approx(0.1) and ours.log_ent_coef is None
-    n_critics = ours.critic.n_critics
-    assert_optimizer_states_map(sb3.actor, sb3.actor.optimizer, ours.actor, ours.actor.optimizer, n_critics)
-    assert_optimizer_states_map(sb3.critic, sb3.critic.optimizer, ours.critic, ours.critic.optimizer, n_critics)
+    assert_optimizer_states_map(sb3.actor, sb3.actor.optimizer, ours.actor, ours.actor.optimizer)
+    assert_optimizer_states_map(sb3.critic, sb3.critic.optimizer, ours.critic, ours.critic.optimizer)
+    # the state dicts map one to one, under SB3's names
+    assert list(ours.policy.state_dict()) == list(sb3.policy.state_dict())
 
     # it trains on, saves and loads as a SACPlus
     ours.learn(20, reset_num_timesteps=False)
@@ -516,13 +518,13 @@ def test_import_sb3_sac_cnn_with_shared_extractor(tmp_path):
     assert type(ours.policy).__name__ == "CnnPolicy"
     assert ours.critic.features_extractor is ours.actor.features_extractor
     assert_same_agent(sb3, ours, n=8)
-    assert_optimizer_states_map(sb3.critic, sb3.critic.optimizer, ours.critic, ours.critic.optimizer, 2)
+    assert_optimizer_states_map(sb3.critic, sb3.critic.optimizer, ours.critic, ours.critic.optimizer)
 
 
 def test_load_converts_an_sb3_sac_zip_with_a_warning(tmp_path, space_env):
     sb3 = train_sb3_sac(space_env(BOX), policy_kwargs=dict(net_arch=[16]))
     sb3.save(tmp_path / "sb3_sac.zip")
-    with pytest.warns(UserWarning, match=r"sb3_sac\.zip was saved by stable_baselines3\.SAC.*converted to SACPlus"):
+    with pytest.warns(UserWarning, match=r"sb3_sac\.zip was saved by stable_baselines3\.SAC.*read as SACPlus\.load_from_sb3"):
         ours = SACPlus.load(tmp_path / "sb3_sac.zip", env=space_env(BOX))
     assert isinstance(ours, SACPlus)
     assert_same_agent(sb3, ours)
@@ -530,7 +532,7 @@ def test_load_converts_an_sb3_sac_zip_with_a_warning(tmp_path, space_env):
 
 def test_load_from_sb3_errors_name_the_file(tmp_path, space_env, fast_kwargs):
     SACPlus("MlpPolicy", space_env(BOX), **fast_kwargs()).save(tmp_path / "ours.zip")
-    with pytest.raises(ValueError, match=r"ours\.zip was saved by SACPlus.*SACPlus\.load"):
+    with pytest.raises(ValueError, match=r"ours\.zip was not saved by stable_baselines3\.SAC.*load it with SACPlus\.load"):
         SACPlus.load_from_sb3(tmp_path / "ours.zip")
     train_sb3_sac(space_env(BOX), learning_starts=100, policy_kwargs=dict(net_arch=[8])).save(tmp_path / "sb3.zip")
     with pytest.raises(ValueError, match=r"sb3\.zip with this env: the action spaces do not match"):
@@ -542,7 +544,7 @@ def test_load_from_sb3_errors_name_the_file(tmp_path, space_env, fast_kwargs):
 
 def test_sb3_policy_aliases_map_onto_ours():
     from sac_plus import policies
-    from sac_plus.sb3_import import our_policy_class
+    from sac_plus.sb3_format import our_policy_class
 
     assert our_policy_class(sb3_policies.SACPolicy) is policies.SACPlusPolicy
     assert our_policy_class(sb3_policies.CnnPolicy) is policies.CnnPolicy
