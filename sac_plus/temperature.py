@@ -10,8 +10,8 @@ from gymnasium import spaces
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.utils import LinearSchedule
 
-# The lecture's heuristic for Discrete actions is 0.98 * log|A| (Christodoulou 2019, "Soft Actor-Critic for
-# Discrete Action Settings"). Measured in benchmarks/RESULTS.md (issue 7): a constant 0.98 keeps the policy too
+# Christodoulou's heuristic for Discrete actions is 0.98 * log|A| ("Soft Actor-Critic for Discrete Action
+# Settings", 2019). Measured in benchmarks/RESULTS.md: a constant 0.98 keeps the policy too
 # random (CartPole-v1: one seed in three collapsed at the end; LunarLander-v3: -779); a constant 0.6 solves CartPole-v1
 # but hovers on LunarLander-v3, whose +100 landing reward needs the lander at rest for ~25 steps without an engine
 # impulse: at scale 0.56 even gymnasium's heuristic lander lands in 1% of episodes (benchmarks/lander_randomness.py).
@@ -61,14 +61,19 @@ def _check_scale_value(value: float, name: str) -> float:
     return float(value)
 
 
+# Where a schedule is checked when it is given; every value read during training is checked too.
+_CHECKED_PROGRESS = tuple(i / 20 for i in range(20, -1, -1))
+
+
 def check_target_entropy_scale(scale: float | Schedule) -> float | Schedule:
     """
     Validate ``target_entropy_scale``: a float in (0, 1], or a schedule (a function of the remaining progress,
-    1 -> 0, like SB3's learning-rate schedules) whose values at the start and the end lie in (0, 1].
+    1 -> 0, like SB3's learning-rate schedules) whose values lie in (0, 1], checked at 21 points from 1 to 0 here
+    and at every value :func:`auto_target_entropy` reads.
     """
     if callable(scale):
-        for progress_remaining in (1.0, 0.0):
-            _check_scale_value(scale(progress_remaining), f"target_entropy_scale({progress_remaining})")
+        for progress_remaining in _CHECKED_PROGRESS:
+            _check_scale_value(scale(progress_remaining), f"target_entropy_scale({progress_remaining:g})")
         return scale
     return _check_scale_value(scale, "target_entropy_scale")
 
@@ -81,8 +86,11 @@ def auto_target_entropy(
     with ``scale`` read from its schedule at ``progress_remaining`` when it is one.
     """
     if isinstance(action_space, spaces.Discrete):
-        scale = discrete_scale(progress_remaining) if callable(discrete_scale) else discrete_scale
-        return float(scale) * math.log(int(action_space.n))
+        if callable(discrete_scale):
+            scale = _check_scale_value(discrete_scale(progress_remaining), f"target_entropy_scale({progress_remaining:g})")
+        else:
+            scale = float(discrete_scale)
+        return scale * math.log(int(action_space.n))
     return -float(np.prod(action_space.shape))
 
 
@@ -106,7 +114,7 @@ def temperature_loss(log_ent_coef: th.Tensor, mean_log_prob: th.Tensor, target_e
     """
     Loss of the temperature: ``E[-log(alpha) * (log pi(a|s) + H_target)]``.
 
-    The lecture's loss is ``E[-alpha (log pi + H_target)]``; we differentiate with respect to ``log alpha``
+    The SAC paper's loss (Haarnoja et al. 2018b, eq. 18) is ``E[-alpha (log pi + H_target)]``; we differentiate with respect to ``log alpha``
     through ``log alpha`` itself rather than through ``alpha = exp(log alpha)``. Both have the same fixed
     point (entropy = target) and the same sign of step, but the gradient of the alpha form is scaled by alpha
     and vanishes as alpha -> 0, so a collapsed temperature could not recover; the log form keeps a step size

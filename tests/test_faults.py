@@ -1,4 +1,4 @@
-"""Faults and bad input (issue 4): resuming, atomic saves, bad checkpoint files, non-finite data, divergence."""
+"""Faults and bad input: resuming, atomic saves, bad checkpoint files, non-finite data, divergence, bad keywords."""
 
 from __future__ import annotations
 
@@ -368,3 +368,84 @@ def test_divergence_stop_ends_training_cleanly(space_env, fast_kwargs):
 def test_on_divergence_rejects_unknown_values(space_env):
     with pytest.raises(ValueError, match=r"on_divergence='ignore'.*'raise'.*'stop'"):
         SACPlus("MlpPolicy", space_env(BOX), on_divergence="ignore")
+
+
+def test_learn_after_a_stopped_divergence_says_why_it_does_nothing(space_env, fast_kwargs):
+    model = SACPlus("MlpPolicy", space_env(BOX), on_divergence="stop", **fast_kwargs(learning_starts=20)).learn(40)
+    poison_critic(model)
+    with pytest.warns(RuntimeWarning, match=r"on_divergence='stop'"):
+        model.learn(100, reset_num_timesteps=False)
+    steps = model.num_timesteps
+    with pytest.warns(RuntimeWarning, match=r"learn\(\) does nothing: training stopped earlier because SACPlus diverged"):
+        model.learn(100, reset_num_timesteps=False)
+    assert model.num_timesteps == steps
+
+
+# ---------------------------------------------------------------------------------------------------- file modes
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_saves_get_the_mode_a_plain_write_would_give(tmp_path, space_env, fast_kwargs, umask_022):
+    model = SACPlus("MlpPolicy", space_env(BOX), **fast_kwargs(learning_starts=20)).learn(30)
+    for save, name in ((model.save, "model.zip"), (model.save_replay_buffer, "buffer.pkl"), (model.save_as_sb3, "sb3.zip")):
+        path = tmp_path / name
+        save(path)
+        assert path.stat().st_mode & 0o777 == 0o644, name  # a new file: 0o666 less the umask, as SB3's open()
+        path.chmod(0o640)
+        save(path)
+        assert path.stat().st_mode & 0o777 == 0o640, name  # overwriting keeps the existing file's mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["buffer.pkl", "model.zip", "sb3.zip"]  # no partial file left
+
+
+# ---------------------------------------------------------------------------------------------------- keywords
+
+
+def test_a_user_set_target_entropy_survives_save_and_load(tmp_path, space_env, fast_kwargs):
+    model = SACPlus("MlpPolicy", space_env(BOX), **fast_kwargs(learning_starts=20)).learn(30)
+    model.target_entropy = -3.0
+    model.save(tmp_path / "model.zip")
+    assert SACPlus.load(tmp_path / "model.zip").target_entropy == -3.0
+    loaded = SACPlus.load(tmp_path / "model.zip", env=space_env(BOX), target_entropy=-2.5)
+    assert loaded.target_entropy == -2.5
+    loaded.learn(20, reset_num_timesteps=False)
+    assert loaded.target_entropy == -2.5
+    model.save_as_sb3(tmp_path / "sb3.zip")
+    assert SACPlus.load_from_sb3(tmp_path / "sb3.zip", target_entropy=-0.5).target_entropy == -0.5
+    assert SACPlus.load_from_sb3(tmp_path / "sb3.zip").target_entropy == -3.0
+
+
+def test_a_discrete_target_given_at_load_is_not_rescheduled(tmp_path, space_env, fast_kwargs):
+    model = SACPlus("MlpPolicy", space_env(DISCRETE), **fast_kwargs(learning_starts=20)).learn(30)
+    model.save(tmp_path / "model.zip")
+    loaded = SACPlus.load(tmp_path / "model.zip", env=space_env(DISCRETE), target_entropy=0.3)
+    loaded.learn(20, reset_num_timesteps=False)
+    assert loaded.target_entropy == 0.3
+
+
+def test_target_entropy_scale_is_checked_at_load_and_along_a_schedule(tmp_path, space_env, fast_kwargs):
+    SACPlus("MlpPolicy", space_env(DISCRETE), **fast_kwargs()).save(tmp_path / "model.zip")
+    with pytest.raises(ValueError, match=r"target_entropy_scale=5\.0 is outside \(0, 1\]"):
+        SACPlus.load(tmp_path / "model.zip", target_entropy_scale=5.0)
+    # valid at both ends, not in the middle
+    with pytest.raises(ValueError, match=r"target_entropy_scale\(0\.5\)=2\.0 is outside \(0, 1\]"):
+        SACPlus("MlpPolicy", space_env(DISCRETE), target_entropy_scale=lambda p: 2.0 if p == 0.5 else 0.5)
+
+
+def test_numpy_integers_are_accepted_as_sb3_accepts_them(space_env, fast_kwargs):
+    model = SACPlus(
+        "MlpPolicy",
+        space_env(BOX),
+        target_update_interval=np.int64(2),
+        **fast_kwargs(policy_kwargs=dict(net_arch=[8], n_critics=np.int64(3))),
+    )
+    assert model.target_update_interval == 2 and type(model.target_update_interval) is int
+    assert model.critic.n_critics == 3 and len(model.critic.q_networks) == 3
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match=rf"target_update_interval={bad!r} is not valid; accepted: an integer >= 1"):
+            SACPlus("MlpPolicy", space_env(BOX), target_update_interval=bad)

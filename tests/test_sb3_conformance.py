@@ -1,11 +1,19 @@
-"""SB3 conformance (issue 4): what a ``stable_baselines3.SAC`` user relies on works with ``SACPlus``, with real SB3
+"""SB3 conformance: what a ``stable_baselines3.SAC`` user relies on works with ``SACPlus``, with real SB3
 objects: image and Dict observations, HER, vectorised envs and wrappers, gSDE, n-step returns, callbacks,
-logging, parameters and policies, ``predict``, and importing an agent saved by ``stable_baselines3.SAC``."""
+logging, parameters and policies, ``predict``, the critic and actor API, and moving agents to and from
+``stable_baselines3.SAC`` (``load_from_sb3``, ``save_as_sb3``)."""
 
 from __future__ import annotations
 
 import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
 import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -549,3 +557,142 @@ def test_sb3_policy_aliases_map_onto_ours():
     assert our_policy_class(sb3_policies.SACPolicy) is policies.SACPlusPolicy
     assert our_policy_class(sb3_policies.CnnPolicy) is policies.CnnPolicy
     assert our_policy_class(sb3_policies.MultiInputPolicy) is policies.MultiInputPolicy
+
+
+# ------------------------------------------------------------------------------------------- SB3's API surface
+
+
+def test_critic_and_actor_answer_as_sb3_s(space_env, fast_kwargs):
+    model = SACPlus("MlpPolicy", space_env(BOX), **fast_kwargs(policy_kwargs=dict(net_arch=[16], n_critics=3)))
+    obs = th.as_tensor(sample_observations(model.observation_space, 5))
+    actions = th.zeros(5, 2)
+    q_values = model.critic(obs, actions)
+    assert isinstance(q_values, tuple) and [q.shape for q in q_values] == [(5, 1)] * 3
+    assert th.cat(q_values, dim=1).shape == (5, 3)  # SB3-style code
+    th.testing.assert_close(model.critic.q1_forward(obs, actions), q_values[0])
+    assert [name for name, _ in model.critic.named_children()] == ["features_extractor", "qf0", "qf1", "qf2"]
+    actions_pi, log_prob = model.actor.action_log_prob(obs)
+    assert actions_pi.shape == (5, 2) and log_prob.shape == (5,)
+    mean, log_std, kwargs = model.actor.get_action_dist_params(obs)
+    assert mean.shape == log_std.shape == (5, 2) and kwargs == {}
+    assert th.all(log_std <= 2.0) and th.all(log_std >= -20.0)
+    with pytest.raises(ValueError, match=r"get_std\(\) needs use_sde=True"):
+        model.actor.get_std()
+
+
+def test_gsde_actor_api_and_state_dict_names_as_sb3_s(space_env, fast_kwargs):
+    ours = SACPlus("MlpPolicy", space_env(BOX), use_sde=True, **fast_kwargs(policy_kwargs=dict(net_arch=[16])))
+    sb3 = SAC("MlpPolicy", space_env(BOX), use_sde=True, **fast_kwargs(policy_kwargs=dict(net_arch=[16])))
+    assert list(ours.policy.state_dict()) == list(sb3.policy.state_dict())
+    th.testing.assert_close(ours.actor.get_std(), th.exp(ours.actor.log_std))
+    obs = th.as_tensor(sample_observations(ours.observation_space, 4))
+    _, log_std, kwargs = ours.actor.get_action_dist_params(obs)
+    assert log_std is ours.actor.log_std and kwargs["latent_sde"].shape == (4, 16)
+
+
+def test_stable_baselines3_sac_loads_and_trains_a_sacplus_zip(tmp_path, space_env, fast_kwargs):
+    ours = SACPlus("MlpPolicy", space_env(BOX), **fast_kwargs(learning_starts=20)).learn(40)
+    ours.save(tmp_path / "ours.zip")
+    sb3 = SAC.load(tmp_path / "ours.zip", env=space_env(BOX))
+    obs = sample_observations(ours.observation_space, 16)
+    np.testing.assert_array_equal(sb3.predict(obs, deterministic=True)[0], ours.predict(obs, deterministic=True)[0])
+    sb3.learn(30, reset_num_timesteps=False)  # SB3's train() runs on SACPlus's policy
+    assert sb3._n_updates > ours._n_updates
+
+
+# ------------------------------------------------------------------------------------------- export to plain SB3
+
+EXPORT_VARIANTS = {
+    "default": dict(),
+    "gsde-3critics-fixed-alpha": dict(use_sde=True, ent_coef=0.1, policy_kwargs=dict(net_arch=[16, 16], n_critics=3)),
+}
+
+# Read in a fresh interpreter where importing sac_plus fails: only stable_baselines3 is there.
+SB3_ONLY_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["sac_plus"] = None  # any unpickling that needs sac_plus raises ImportError
+    import numpy as np
+    from stable_baselines3 import SAC
+    from conftest import SpaceEnv
+    from gymnasium import spaces
+    path, obs_path = sys.argv[1:3]
+    env = SpaceEnv(spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32))
+    model = SAC.load(path, env=env)
+    actions = model.predict(np.load(obs_path), deterministic=True)[0]
+    model.learn(30, reset_num_timesteps=False)
+    print(json.dumps(dict(policy=type(model.policy).__module__, actions=actions.tolist(), n_updates=model._n_updates)))
+    """
+)
+
+
+@pytest.mark.parametrize("variant", list(EXPORT_VARIANTS.values()), ids=list(EXPORT_VARIANTS))
+def test_save_as_sb3_is_read_by_stable_baselines3_without_sac_plus(tmp_path, space_env, fast_kwargs, variant):
+    variant = dict(variant)
+    kwargs = fast_kwargs(
+        learning_starts=20, **({"policy_kwargs": variant.pop("policy_kwargs")} if "policy_kwargs" in variant else {})
+    )
+    ours = SACPlus("MlpPolicy", space_env(BOX), **kwargs, **variant).learn(40)
+    ours.save_as_sb3(tmp_path / "exported")
+    obs = sample_observations(ours.observation_space, 16).astype(np.float32)
+    np.save(tmp_path / "obs.npy", obs)
+    result = subprocess.run(
+        [sys.executable, "-c", SB3_ONLY_SCRIPT, str(tmp_path / "exported.zip"), str(tmp_path / "obs.npy")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=pathlib.Path(__file__).parent,
+        env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parent)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded["policy"] == "stable_baselines3.sac.policies"
+    np.testing.assert_allclose(loaded["actions"], ours.predict(obs, deterministic=True)[0], atol=1e-6)
+    assert loaded["n_updates"] > ours._n_updates
+
+
+def test_exported_zip_has_only_what_sb3_saves(tmp_path, space_env, fast_kwargs):
+    ours = SACPlus("MlpPolicy", space_env(BOX), **fast_kwargs(learning_starts=20)).learn(30)
+    ours.save_as_sb3(tmp_path / "exported.zip")
+    SAC("MlpPolicy", space_env(BOX), **fast_kwargs(learning_starts=20)).learn(30).save(tmp_path / "sb3.zip")
+    with zipfile.ZipFile(tmp_path / "exported.zip") as exported, zipfile.ZipFile(tmp_path / "sb3.zip") as sb3:
+        assert sorted(exported.namelist()) == sorted(sb3.namelist())
+        exported_keys, sb3_keys = (set(json.loads(z.read("data"))) for z in (exported, sb3))
+    assert exported_keys - sb3_keys == set()
+
+
+def test_round_trip_sacplus_to_sb3_and_back_keeps_everything(tmp_path, space_env, fast_kwargs):
+    ours = SACPlus("MlpPolicy", space_env(BOX), **fast_kwargs(learning_starts=20)).learn(40)
+    ours.save_as_sb3(tmp_path / "exported.zip")
+    back = SACPlus.load_from_sb3(tmp_path / "exported.zip", env=space_env(BOX))
+    for name, tensor in ours.policy.state_dict().items():
+        assert th.equal(back.policy.state_dict()[name], tensor), name
+    assert th.equal(back.log_ent_coef, ours.log_ent_coef)
+    assert_optimizer_states_map(ours.critic, ours.critic.optimizer, back.critic, back.critic.optimizer)
+    assert_optimizer_states_map(ours.actor, ours.actor.optimizer, back.actor, back.actor.optimizer)
+    assert back.critic.optimizer.param_groups[0]["fused"] == ours.critic.optimizer.param_groups[0]["fused"]
+    assert (back.num_timesteps, back._n_updates) == (ours.num_timesteps, ours._n_updates)
+
+
+def test_save_as_sb3_refuses_discrete_actions(tmp_path, space_env, fast_kwargs):
+    model = SACPlus("MlpPolicy", space_env(DISCRETE), **fast_kwargs())
+    with pytest.raises(ValueError, match=r"save_as_sb3 needs a Box action space: stable_baselines3\.SAC has no Discrete"):
+        model.save_as_sb3(tmp_path / "exported.zip")
+    assert not (tmp_path / "exported.zip").exists()
+
+
+# ------------------------------------------------------------------------------------------- logging with callbacks
+
+
+def _rows_with_train_keys(algorithm, env, tmp_path) -> int:
+    model = algorithm("MlpPolicy", env, learning_starts=20, batch_size=16, policy_kwargs=dict(net_arch=[8]), seed=0)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(200, callback=EvalCallback(env, eval_freq=25, n_eval_episodes=1, verbose=0), log_interval=1000)
+    with open(tmp_path / "progress.csv") as file:
+        return sum(1 for row in csv.DictReader(file) if row.get("train/actor_loss"))
+
+
+def test_train_keys_reach_every_dump_of_an_eval_callback_as_with_sb3(tmp_path, space_env):
+    ours = _rows_with_train_keys(SACPlus, Monitor(space_env(BOX)), tmp_path / "ours")
+    sb3 = _rows_with_train_keys(SAC, Monitor(space_env(BOX)), tmp_path / "sb3")
+    assert ours == sb3 > 0

@@ -32,7 +32,7 @@ NET_ARCH = {
 ENT_COEFS = ["auto", "auto_0.1", "auto_0.01", "0.1", "0.01", "0.001"]
 BUFFER_SIZES = [10_000, 100_000, 1_000_000]
 LEARNING_STARTS = [0, 100, 1_000, 10_000]
-INIT_SCHEMES = ["lecture", "pytorch"]
+INIT_SCHEMES = ["orthogonal", "pytorch"]
 HER_PARAMS = ("n_sampled_goal", "goal_selection_strategy")
 
 
@@ -88,7 +88,7 @@ def sample_sac_plus_params(trial: Any, n_actions: int, n_envs: int, additional_a
     # The target entropy matters only when alpha is learned.
     if ent_coef.startswith("auto"):
         if discrete:
-            # H = scale * log|A|: 0.98 is the lecture's heuristic, known to be too high on many tasks
+            # H = scale * log|A|: 0.98 is Christodoulou's heuristic (2019), known to be too high on many tasks
             params["target_entropy_scale"] = trial.suggest_float("target_entropy_scale", 0.05, 0.98)
         else:
             # "auto" is -dim(A) (Haarnoja et al. 2018b); search from -2 to 0 nats per action dimension
