@@ -72,7 +72,9 @@ def sb3_load_arguments(
 
 def _use_fast_optimizer_kernels(optimizer: Any, optimizer_kwargs: dict[str, Any]) -> None:
     """Give an optimizer loaded from SB3's state the kernels :func:`~sac_plus.policies.build_optimizer` picks."""
-    fresh = policies.build_optimizer(type(optimizer), [p for g in optimizer.param_groups for p in g["params"]], 0.0, optimizer_kwargs)
+    fresh = policies.build_optimizer(
+        type(optimizer), [p for g in optimizer.param_groups for p in g["params"]], 0.0, optimizer_kwargs
+    )
     for group, fresh_group in zip(optimizer.param_groups, fresh.param_groups, strict=False):
         group.update({key: fresh_group[key] for key in _IMPLEMENTATION_KEYS if key in fresh_group})
 

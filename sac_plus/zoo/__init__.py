@@ -16,7 +16,7 @@ What rl-zoo3 keys on the algorithm *name* and how ``sac_plus`` is made to behave
 
 - the default hyperparameter file is ``rl_zoo3/hyperparams/<algo>.yml`` inside the rl_zoo3 package, which
   has no ``sac_plus.yml``: the command line (``python -m sac_plus.zoo train``) passes ``--conf-file`` with
-  :func:`default_config_path` (our ``zoo_configs/sac_plus.yml``) unless one is given;
+  :func:`default_config_path` (``sac_plus/zoo/sac_plus.yml``, shipped with this package) unless one is given;
 - ``enjoy`` and ``record_video`` load the algorithms of a hard-coded local list of off-policy names
   (``off_policy_algos``, which cannot be patched from outside) with ``buffer_size=1``, so that replaying an
   agent does not allocate its training replay buffer: for those commands the table holds
@@ -28,6 +28,7 @@ What rl-zoo3 keys on the algorithm *name* and how ``sac_plus`` is made to behave
 from __future__ import annotations
 
 import importlib
+import importlib.resources
 import pathlib
 import sys
 from typing import Any
@@ -69,17 +70,13 @@ class SACPlusReplay(SACPlus):
 
 def default_config_path() -> pathlib.Path | None:
     """
-    Where ``zoo_configs/sac_plus.yml`` is: next to the package in a source checkout (or an editable
-    install), else in the current directory. ``None`` when neither exists (then pass ``--conf-file``).
+    The path of ``sac_plus.yml``, the rl-zoo3 hyperparameters that ship inside this package
+    (``sac_plus/zoo/sac_plus.yml``, declared as package data), wherever the package is installed.
+    ``None`` when the package is not on a file system (imported from a zip archive) or the file is missing;
+    then pass ``--conf-file``.
     """
-    candidates = [
-        pathlib.Path(__file__).resolve().parents[2] / "zoo_configs" / CONFIG_NAME,
-        pathlib.Path.cwd() / "zoo_configs" / CONFIG_NAME,
-    ]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    return None
+    path = pathlib.Path(str(importlib.resources.files(__name__) / CONFIG_NAME))
+    return path if path.is_file() else None
 
 
 def _import_zoo() -> None:

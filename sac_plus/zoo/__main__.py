@@ -7,8 +7,9 @@ Every rl-zoo3 flag works as documented there (``python -m sac_plus.zoo train -h`
 from plain rl-zoo3, each overridden by giving the flag:
 
 - ``--algo sac_plus``;
-- ``train``: ``--conf-file zoo_configs/sac_plus.yml`` when the algorithm is ``sac_plus`` (rl-zoo3 would
-  look for ``hyperparams/sac_plus.yml`` inside its own package);
+- ``train``: ``--conf-file`` with the ``sac_plus.yml`` shipped in this package
+  (:func:`sac_plus.zoo.default_config_path`) when the algorithm is ``sac_plus`` (rl-zoo3 would look for
+  ``hyperparams/sac_plus.yml`` inside its own package);
 - ``train -optimize`` without ``--storage`` and ``--study-name``: ``--storage
   sqlite:///<log folder>/sac_plus/optuna.db --study-name sac_plus_<env>`` (rl-zoo3 keeps trials in memory
   only); running the same command again adds trials to the same study;
@@ -36,7 +37,7 @@ COMMANDS = ("train", "enjoy", "record")
 RL_ZOO_DEFAULT_ENV = "CartPole-v1"  # rl-zoo3's default --env
 USAGE = f"""usage: python -m sac_plus.zoo {{{",".join(COMMANDS)}}} [rl-zoo3 flags]
 
-  train   rl-zoo3's train; defaults: --algo {ALGO_NAME}, --conf-file zoo_configs/sac_plus.yml
+  train   rl-zoo3's train; defaults: --algo {ALGO_NAME}, --conf-file <sac_plus package>/zoo/sac_plus.yml
           with -optimize (Optuna): --storage sqlite:///<log folder>/sac_plus/optuna.db --study-name sac_plus_<env>
   enjoy   rl-zoo3's enjoy (replay a trained agent, --no-render without a display); default --folder logs
   record  rl-zoo3's record_video (needs moviepy and a renderable env); default --folder logs
@@ -78,8 +79,8 @@ def with_defaults(command: str, argv: Sequence[str]) -> list[str]:
             config = default_config_path()
             if config is None:
                 raise SystemExit(
-                    "error: zoo_configs/sac_plus.yml was not found next to the sac_plus package nor in the current "
-                    "directory; pass the hyperparameter file with --conf-file PATH"
+                    "error: sac_plus/zoo/sac_plus.yml, the hyperparameter file shipped with the sac_plus package, was "
+                    "not found (is the package installed from a zip archive?); pass one with --conf-file PATH"
                 )
             defaults += ["--conf-file", str(config)]
         optimize, _ = _given(argv, "-optimize", "--optimize-hyperparameters", switch=True)
