@@ -1,12 +1,13 @@
-"""Checkpoints: atomic writes, and loading that checks a file before trusting it.
+"""Checkpoints: atomic writes, and one load path that checks a file before trusting it.
 
 Writing: a failed or interrupted save never replaces a good file with a partial one (:func:`atomic_write_path`).
 
 Reading: :func:`inspect_checkpoint` looks at a zip before SB3 unpickles it, so a truncated or corrupted file, a
 file that is no model at all, a model of another algorithm, or an environment whose spaces differ from the
 saved ones fails with a ``ValueError`` that names the file and what did not match (SB3 itself reports a CRC
-error as "wasn't a zip-file", and a space mismatch without the file name). ``SACPlus.load`` inspects a file once
-and then hands it to SB3's ``load``.
+error as "wasn't a zip-file", and a space mismatch without the file name). :func:`load_model` is what
+``SACPlus.load`` and ``SACPlus.load_from_sb3`` run: it inspects a file once and hands it to SB3's ``load``, with
+SACPlus's policy class in place of SB3's for a zip of ``stable_baselines3.SAC`` (the state dicts are the same).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import tempfile
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from gymnasium import spaces
 from stable_baselines3.common.save_util import json_to_data, open_path
+from stable_baselines3.sac import policies as sb3_policies
 
+from sac_plus import policies
 from sac_plus.policies import SACPlusPolicy
 
 if TYPE_CHECKING:
@@ -40,6 +43,10 @@ PathOrFile = str | os.PathLike | io.BufferedIOBase
 SACPLUS = "sacplus"
 SB3_SAC = "sb3_sac"
 OTHER = "other"
+# Attributes of SB3 SAC's saved ``data`` that SACPlus has no use for (SACPlus finds batch-norm statistics itself)
+SB3_ONLY_DATA = ("batch_norm_stats", "batch_norm_stats_target")
+# The optimizer settings that say how the update runs, not what it computes: SACPlus picks fused kernels
+IMPLEMENTATION_KEYS = ("foreach", "fused", "capturable", "differentiable")
 
 
 def destination(path: str | os.PathLike, suffix: str) -> pathlib.Path:
@@ -106,6 +113,16 @@ def atomic_write_path(path: str | os.PathLike, suffix: str) -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_atomically(path: PathOrFile, suffix: str, write: Callable[[Any], None]) -> None:
+    """``write(path)`` for an open file; for a file path, ``write`` to a temporary file moved into place
+    (:func:`atomic_write_path`)."""
+    if isinstance(path, io.BufferedIOBase):
+        write(path)
+        return
+    with atomic_write_path(path, suffix) as tmp:
+        write(tmp)
 
 
 def describe(path: PathOrFile) -> str:
@@ -270,3 +287,122 @@ def wrap_and_check_env(
                 "trained on, or env=None to only predict."
             )
     return vec_env
+
+
+# Each SB3 SAC policy and SACPlus's counterpart (same features extractor by default)
+_POLICY_PAIRS = (
+    (sb3_policies.CnnPolicy, policies.CnnPolicy),
+    (sb3_policies.MultiInputPolicy, policies.MultiInputPolicy),
+    (sb3_policies.SACPolicy, policies.SACPlusPolicy),
+)
+
+
+def our_policy_class(sb3_policy_class: type) -> type[policies.SACPlusPolicy]:
+    """SACPlus's policy for SB3's."""
+    return next(ours for theirs, ours in _POLICY_PAIRS if issubclass(sb3_policy_class, theirs))
+
+
+def sb3_policy_class(our_class: type) -> type[sb3_policies.SACPolicy]:
+    """SB3's policy for SACPlus's; a subclass of our own policies has no counterpart (it may add modules)."""
+    for theirs, ours in _POLICY_PAIRS:
+        if our_class is ours:
+            return theirs
+    raise ValueError(
+        f"the policy class {our_class.__module__}.{our_class.__qualname__} has no counterpart in stable_baselines3.SAC; "
+        "accepted: SACPlus's MlpPolicy, CnnPolicy or MultiInputPolicy"
+    )
+
+
+def _use_fast_optimizer_kernels(optimizer: Any, optimizer_kwargs: dict[str, Any]) -> None:
+    """Give an optimizer loaded from SB3's state the kernels :func:`~sac_plus.policies.build_optimizer` picks."""
+    fresh = policies.build_optimizer(
+        type(optimizer), [p for g in optimizer.param_groups for p in g["params"]], 0.0, optimizer_kwargs
+    )
+    for group, fresh_group in zip(optimizer.param_groups, fresh.param_groups, strict=False):
+        group.update({key: fresh_group[key] for key in IMPLEMENTATION_KEYS if key in fresh_group})
+
+
+def adopt_sb3_model(model: BaseAlgorithm) -> None:
+    """Finish reading an SB3 SAC zip: drop SB3-only attributes, use SACPlus's optimizer kernels."""
+    for key in SB3_ONLY_DATA:
+        model.__dict__.pop(key, None)
+    model._target_entropy_spec = model.target_entropy  # SB3 saves the target in use; keep it, not our "auto"
+    for optimizer in (model.actor.optimizer, model.critic.optimizer):
+        _use_fast_optimizer_kernels(optimizer, model.policy.optimizer_kwargs)
+    if model.ent_coef_optimizer is not None:
+        _use_fast_optimizer_kernels(model.ent_coef_optimizer, {})
+
+
+def layout_hint(error: BaseException) -> str:
+    """A hint for a load error caused by the batched critic layout that sac_plus 0.1 saved."""
+    if "q_networks.net" in str(error):
+        return (
+            ". The file stores the critics in the batched layout of sac_plus 0.1 (critic.q_networks.net.*), which "
+            "this version does not read: it stores them as SB3 does (critic.qf0, ...), see docs/design_changes.md"
+        )
+    return ""
+
+
+def load_model(
+    algorithm_class: type[BaseAlgorithm],
+    sb3_load: Callable[..., BaseAlgorithm],
+    path: PathOrFile,
+    sb3_sac_only: bool,
+    env: GymEnv | None,
+    device: str | Any,
+    custom_objects: dict[str, Any] | None,
+    print_system_info: bool,
+    force_reset: bool,
+    **kwargs: Any,
+) -> BaseAlgorithm:
+    """
+    ``SACPlus.load`` and ``SACPlus.load_from_sb3``: inspect the file once (:func:`inspect_checkpoint`), check the
+    env's spaces, then read it with SB3's ``load`` (``sb3_load``). A zip of ``stable_baselines3.SAC`` is read with
+    SACPlus's policy class in SB3's place: the state dicts are the same (:mod:`sac_plus.sb3_format`).
+
+    :param sb3_sac_only: accept only zips of ``stable_baselines3.SAC`` (``load_from_sb3``); otherwise such a zip
+        is read with a warning
+    :raises ValueError: naming the file, for a file that is not an intact SACPlus or SB3 SAC model, an env whose
+        spaces differ from the saved ones, or an error of SB3's loader
+    """
+    info = inspect_checkpoint(path, custom_objects)
+    name = algorithm_class.__name__
+    if sb3_sac_only and info.kind != SB3_SAC:
+        raise ValueError(
+            f"{info.name} was not saved by stable_baselines3.SAC: its policy class is {info.policy_class_name}"
+            f"{f' (load it with {name}.load)' if info.kind == SACPLUS else ''}; load_from_sb3 reads SB3 SAC models only"
+        )
+    if info.kind == OTHER:
+        raise ValueError(
+            f"{info.name} was not saved by {name}: its policy class is {info.policy_class_name}, so it was saved by "
+            f"another algorithm. {name}.load reads models saved by {name} or by stable_baselines3.SAC; load this file "
+            "with the algorithm that saved it."
+        )
+    if info.kind == SB3_SAC:
+        if not sb3_sac_only:
+            warnings.warn(
+                f"{info.name} was saved by stable_baselines3.SAC (policy {info.policy_class_name}); it is read as "
+                f"{name}.load_from_sb3 reads it. Save the loaded model to store it in {name}'s own format.",
+                UserWarning,
+                stacklevel=3,
+            )
+        assert info.policy_class is not None
+        custom_objects = {**(custom_objects or {}), "policy_class": our_policy_class(info.policy_class)}
+    vec_env = wrap_and_check_env(algorithm_class, info, env)
+    try:
+        model = sb3_load(
+            info.path,
+            env=vec_env,
+            device=device,
+            custom_objects=custom_objects,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
+        )
+    except (ValueError, KeyError, RuntimeError, AssertionError) as error:
+        raise ValueError(
+            f"Could not load {info.name} into {name}: {type(error).__name__}: {error}{layout_hint(error)}"
+        ) from error
+    if info.kind == SB3_SAC:
+        adopt_sb3_model(model)
+    return model

@@ -1,15 +1,20 @@
-"""Training statistics and divergence detection, kept on the device so that training needs no host synchronisation.
+"""What SACPlus watches while it trains: its statistics, divergence, and non-finite data from the env.
 
-:class:`TrainingMonitor` is the one object :class:`~sac_plus.SACPlus` keeps for both: each gradient step hands it
-one detached vector of statistics (:data:`TRAIN_STATS`); it sums them for the logger and remembers, per
-statistic, the first update at which it was non-finite. Reading either back is a host synchronisation, which on
-a GPU is done only every :data:`DIVERGENCE_CHECK_INTERVAL` updates and at each log dump.
+:class:`TrainingMonitor` is the one object :class:`~sac_plus.SACPlus` keeps for the statistics and divergence:
+each gradient step hands it one detached vector of statistics (:data:`TRAIN_STATS`); it sums them for the
+logger and remembers, per statistic, the first update at which it was non-finite, all on the device. Reading
+either back is a host synchronisation, which on a GPU is done only every :data:`DIVERGENCE_CHECK_INTERVAL`
+updates and at each log dump. :func:`check_finite_transition` and :func:`check_finite_observation` name a NaN or
+inf from the env at the step it arrives, before it is learned from or acted on.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch as th
+from stable_baselines3.common.logger import Logger
 
 # What each gradient step reports, in this order: (logger key, name in a divergence message).
 TRAIN_STATS = (
@@ -41,22 +46,65 @@ def first_nonfinite_row(array: np.ndarray) -> int | None:
     return int(np.flatnonzero(~np.atleast_1d(finite))[0])
 
 
+def _parts(observation: np.ndarray | dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    if isinstance(observation, dict):
+        return [(f" {key!r}", np.asarray(value)) for key, value in observation.items()]
+    return [("", np.asarray(observation))]
+
+
+def check_finite_observation(observation: np.ndarray | dict[str, np.ndarray]) -> None:
+    """Refuse a (batch of) observation(s) holding NaN or inf, naming the row, for ``predict``."""
+    for key, value in _parts(observation):
+        row = first_nonfinite_row(value)
+        if row is not None:
+            raise ValueError(
+                f"predict() got a non-finite observation{key} (NaN or inf, in row {row}); "
+                "accepted: finite observations (wrap the env in VecCheckNan to find where they come from)"
+            )
+
+
+def check_finite_transition(
+    new_obs: np.ndarray | dict[str, np.ndarray], reward: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]], step: int
+) -> None:
+    """
+    One vectorised finiteness check of what a VecEnv step returned (rewards, observations, the terminal
+    observations of finished episodes), naming the quantity, the env index and ``num_timesteps`` (``step``).
+    """
+    parts = [(" reward", np.asarray(reward)), *((f" observation{key}", value) for key, value in _parts(new_obs))]
+    for index in np.flatnonzero(dones):
+        terminal = infos[index].get("terminal_observation")
+        if terminal is not None:
+            parts += [(f" terminal observation{key}", value[None]) for key, value in _parts(terminal)]
+    for what, values in parts:
+        row = first_nonfinite_row(values)
+        if row is not None:
+            env_index = index if what.startswith(" terminal") else row
+            raise ValueError(
+                f"The env returned a non-finite{what} (NaN or inf) at num_timesteps={step}, env index {env_index}. "
+                "SACPlus cannot learn from it; fix the env, or wrap it in VecCheckNan to find the step that produces it."
+            )
+
+
 class TrainingMonitor:
     """
     Sums of the training statistics since the last log dump, and the first non-finite update of each.
 
     :param device: where the statistics live (that of the model)
+    :param not_logged: logger keys of statistics that do not apply to this model (e.g. the tanh saturation of
+        a Discrete actor)
     :param check_interval: read the non-finite flags every this many updates (see :meth:`check_due`)
     """
 
-    def __init__(self, device: th.device, check_interval: int | None = None):
+    def __init__(self, device: th.device, not_logged: tuple[str, ...] = (), check_interval: int | None = None):
         self.device = device
+        self.not_logged = not_logged
         if check_interval is None:
             check_interval = 1 if device.type == "cpu" else DIVERGENCE_CHECK_INTERVAL
         self.check_interval = check_interval
         self.first_nonfinite_update = th.full((len(TRAIN_STATS),), _NEVER, device=device)
         self.next_check = 0
         self.divergence: str | None = None
+        self.diverged_at: int | None = None
         self._reset_sums()
 
     def _reset_sums(self) -> None:
@@ -77,6 +125,40 @@ class TrainingMonitor:
             return False
         self.next_check = n_updates + self.check_interval
         return True
+
+    def diverged(self, n_updates: int, num_timesteps: int, learning_rate: float, policy_nonfinite: bool = False) -> bool:
+        """
+        Whether a statistic (or, per ``policy_nonfinite``, the policy's outputs) has been non-finite; the first
+        time, :attr:`divergence` becomes the message naming the quantities, the update and what to try.
+        """
+        if self.divergence is not None:
+            return False
+        found = self.first_divergence()
+        if found is None and not policy_nonfinite:
+            return False
+        what = (
+            f"{' and '.join(found[1])} became non-finite (NaN or inf) at gradient update {found[0]}"
+            if found is not None
+            else f"the policy's outputs became non-finite (NaN or inf) after gradient update {n_updates}"
+        )
+        self.diverged_at = None if found is None else found[0]
+        self.divergence = (
+            f"SACPlus diverged: {what} (num_timesteps={num_timesteps}). Hints: lower the learning rate (now "
+            f"{learning_rate:g}), scale the rewards down (SAC works best with |reward| of order 1-10), try a fixed "
+            "ent_coef."
+        )
+        return True
+
+    def log(self, logger: Logger, n_updates: int, target_entropy: float, new_window: bool) -> None:
+        """Record the means of the window in ``logger`` (and start a new window if ``new_window``)."""
+        means = self.pop_means() if new_window else self.peek_means()
+        if means is None:
+            return
+        logger.record("train/n_updates", n_updates, exclude="tensorboard")
+        for key, mean in means.items():
+            if key not in self.not_logged:
+                logger.record(key, mean)
+        logger.record("train/target_entropy", target_entropy)
 
     def first_divergence(self) -> tuple[int, list[str]] | None:
         """The first update with a non-finite statistic and the quantities that were, or ``None`` (synchronises)."""

@@ -36,7 +36,7 @@ from sac_plus.distributions import (
     squashed_gaussian_log_prob,
 )
 from sac_plus.linear import Linear
-from sac_plus.monitor import DivergenceError, first_nonfinite_row
+from sac_plus.monitor import DivergenceError, check_finite_observation
 
 INIT_SCHEMES = ("orthogonal", "pytorch")
 # The name "orthogonal" had before 0.2; still read (with a warning) so that older configs keep working.
@@ -634,14 +634,7 @@ class SACPlusPolicy(BasePolicy):
         SB3's ``predict``, refusing a non-finite observation (``ValueError``) and non-finite policy outputs
         (:class:`~sac_plus.monitor.DivergenceError`) instead of returning NaN or arbitrary actions.
         """
-        parts = observation.items() if isinstance(observation, dict) else [("", observation)]
-        for key, value in parts:
-            row = first_nonfinite_row(np.asarray(value))
-            if row is not None:
-                raise ValueError(
-                    f"predict() got a non-finite observation{f' {key!r}' if key else ''} (NaN or inf, in row {row}); "
-                    "accepted: finite observations (wrap the env in VecCheckNan to find where they come from)"
-                )
+        check_finite_observation(observation)
         actions, state = super().predict(observation, state, episode_start, deterministic)
         if not np.all(np.isfinite(actions)) or (isinstance(self.action_space, spaces.Discrete) and np.any(actions < 0)):
             raise DivergenceError(

@@ -18,11 +18,10 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, RolloutReturn, Schedule
 from stable_baselines3.common.utils import get_parameters_by_name
-from stable_baselines3.common.vec_env import VecEnv
 
 from sac_plus import checkpoint, sb3_format
 from sac_plus.linear import describe_kernel_choices
-from sac_plus.monitor import DivergenceError, TrainingMonitor, first_nonfinite_row
+from sac_plus.monitor import DivergenceError, TrainingMonitor, check_finite_transition
 from sac_plus.policies import (
     CnnPolicy,
     Critic,
@@ -239,7 +238,10 @@ class SACPlus(OffPolicyAlgorithm):
         else:
             self.ent_coef_tensor = th.tensor(init_value, device=self.device)
         self._setup_target_update()
-        self.monitor = TrainingMonitor(self.device)
+        not_logged = ("train/ent_coef_loss",) if self.ent_coef_optimizer is None else ()
+        if not isinstance(self.action_space, spaces.Box):
+            not_logged += ("train/tanh_saturation",)
+        self.monitor = TrainingMonitor(self.device, not_logged)
         self.monitor.next_check = self._n_updates + self.monitor.check_interval
 
     def _update_target_entropy(self) -> None:
@@ -380,54 +382,25 @@ class SACPlus(OffPolicyAlgorithm):
         if self.device.type == "cpu":
             # free on the CPU: the logger holds this window's means whenever anyone dumps it (e.g. EvalCallback),
             # as SB3 SAC's logger holds its last train() call's
-            self._record_train_stats(self.monitor.peek_means())
+            self.monitor.log(self.logger, self._n_updates, self.target_entropy, new_window=False)
         if self.monitor.check_due(self._n_updates):
             self._check_divergence()
 
     def _check_divergence(self, policy_outputs_nonfinite: bool = False) -> None:
         """Raise or stop (``on_divergence``) if a statistic (or the policy's outputs) has been non-finite."""
-        if self.monitor.divergence is not None:
-            return
-        found = self.monitor.first_divergence()
-        if found is None and not policy_outputs_nonfinite:
-            return
-        what = (
-            f"{' and '.join(found[1])} became non-finite (NaN or inf) at gradient update {found[0]}"
-            if found is not None
-            else f"the policy's outputs became non-finite (NaN or inf) after gradient update {self._n_updates}"
-        )
         learning_rate = self.actor.optimizer.param_groups[0]["lr"]
-        self.monitor.divergence = (
-            f"SACPlus diverged: {what} (num_timesteps={self.num_timesteps}). Hints: lower the learning rate "
-            f"(now {learning_rate:g}), scale the rewards down (SAC works best with |reward| of order 1-10), try a "
-            "fixed ent_coef."
-        )
+        if not self.monitor.diverged(self._n_updates, self.num_timesteps, learning_rate, policy_outputs_nonfinite):
+            return
         if self.on_divergence == "raise":
             raise DivergenceError(self.monitor.divergence)
-        warnings.warn(self.monitor.divergence + " Training stops (on_divergence='stop').", RuntimeWarning, stacklevel=2)
-        if found is not None:
-            self.logger.record("train/diverged_at_update", found[0])
-
-    def _record_train_stats(self, means: dict[str, float] | None) -> None:
-        if means is None:
-            return
-        applies = {
-            "train/ent_coef_loss": self.ent_coef_optimizer is not None,
-            "train/tanh_saturation": isinstance(self.action_space, spaces.Box),
-        }
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        for key, mean in means.items():
-            if applies.get(key, True):
-                self.logger.record(key, mean)
-        self.logger.record("train/target_entropy", self.target_entropy)
-
-    def _flush_train_stats(self) -> None:
-        """Record the means since the last flush in the logger (one host synchronisation), then check divergence."""
-        self._record_train_stats(self.monitor.pop_means())
-        self._check_divergence()
+        warnings.warn(f"{self.monitor.divergence} Training stops (on_divergence='stop').", RuntimeWarning, stacklevel=2)
+        if self.monitor.diverged_at is not None:
+            self.logger.record("train/diverged_at_update", self.monitor.diverged_at)
 
     def dump_logs(self) -> None:
-        self._flush_train_stats()
+        # the means since the last dump (one host synchronisation), then the divergence check
+        self.monitor.log(self.logger, self._n_updates, self.target_entropy, new_window=True)
+        self._check_divergence()
         super().dump_logs()
 
     def collect_rollouts(self, *args: Any, **kwargs: Any) -> RolloutReturn:
@@ -450,27 +423,8 @@ class SACPlus(OffPolicyAlgorithm):
         dones: np.ndarray,
         infos: list[dict[str, Any]],
     ) -> None:
-        self._check_finite_transition(new_obs, reward, dones, infos)
+        check_finite_transition(new_obs, reward, dones, infos, self.num_timesteps)
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
-
-    def _check_finite_transition(
-        self, new_obs: np.ndarray | dict[str, np.ndarray], reward: np.ndarray, dones: np.ndarray, infos: list[dict]
-    ) -> None:
-        """One vectorised finiteness check per step, so that a NaN from the env is named before it is learned from."""
-        parts = list(new_obs.items()) if isinstance(new_obs, dict) else [("", new_obs)]
-        for done_index in np.flatnonzero(dones):
-            terminal = infos[done_index].get("terminal_observation")
-            if terminal is not None:
-                items = terminal.items() if isinstance(terminal, dict) else [("", terminal)]
-                parts += [(f"{key} (terminal)".strip(), np.asarray(value)[None]) for key, value in items]
-        for what, values in [("reward", np.asarray(reward)), *((f"observation {key}".strip(), v) for key, v in parts)]:
-            row = first_nonfinite_row(np.asarray(values))
-            if row is not None:
-                raise ValueError(
-                    f"The env returned a non-finite {what} (NaN or inf) at num_timesteps={self.num_timesteps}"
-                    f"{'' if what.endswith('(terminal)') else f', env index {row}'}. SACPlus cannot learn from it; "
-                    "fix the env, or wrap it in VecCheckNan to find the step that produces it."
-                )
 
     def learn(
         self: SelfSACPlus,
@@ -498,7 +452,8 @@ class SACPlus(OffPolicyAlgorithm):
             progress_bar=progress_bar,
         )
         # the last updates since the previous log dump are visible in model.logger and checked for divergence
-        self._flush_train_stats()
+        self.monitor.log(self.logger, self._n_updates, self.target_entropy, new_window=True)
+        self._check_divergence()
         return self
 
     def save(
@@ -511,11 +466,7 @@ class SACPlus(OffPolicyAlgorithm):
         Save the model in SB3's zip format. A file path is written atomically: a save that fails midway
         leaves any previous file at ``path`` as it was.
         """
-        if isinstance(path, io.BufferedIOBase):
-            super().save(path, exclude=exclude, include=include)
-            return
-        with checkpoint.atomic_write_path(path, "zip") as tmp:
-            super().save(tmp, exclude=exclude, include=include)
+        checkpoint.write_atomically(path, "zip", lambda target: super(SACPlus, self).save(target, exclude, include))
 
     def save_as_sb3(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
         """
@@ -529,11 +480,7 @@ class SACPlus(OffPolicyAlgorithm):
 
     def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
         """Save the replay buffer as a pickle file, atomically when ``path`` is a file path (see :meth:`save`)."""
-        if isinstance(path, io.BufferedIOBase):
-            super().save_replay_buffer(path)
-            return
-        with checkpoint.atomic_write_path(path, "pkl") as tmp:
-            super().save_replay_buffer(tmp)
+        checkpoint.write_atomically(path, "pkl", super().save_replay_buffer)
 
     def _excluded_save_params(self) -> list[str]:
         return [
@@ -564,21 +511,16 @@ class SACPlus(OffPolicyAlgorithm):
         **kwargs: Any,
     ) -> SelfSACPlus:
         """
-        Load a model saved by :meth:`save` (SB3's ``load``, with the same arguments), after checking the file.
-
-        A truncated or corrupted zip, a file that is no model, a model of another algorithm, or an ``env`` whose
-        spaces differ from the saved ones raises a ``ValueError`` naming the file and what did not match. A zip
-        saved by ``stable_baselines3.SAC`` is read as :meth:`load_from_sb3` reads it (with a warning).
+        SB3's ``load`` (same arguments), after checking the file: a truncated or corrupted zip, a file that is no
+        model, a model of another algorithm, or an ``env`` whose spaces differ from the saved ones raises a
+        ``ValueError`` naming the file and what did not match. A zip saved by ``stable_baselines3.SAC`` is read as
+        :meth:`load_from_sb3` reads it, with a warning.
         """
-        info = checkpoint.inspect_checkpoint(path, custom_objects)
-        if info.kind == checkpoint.SB3_SAC:
-            warnings.warn(
-                f"{info.name} was saved by stable_baselines3.SAC (policy {info.policy_class_name}); it is read as "
-                f"{cls.__name__}.load_from_sb3 reads it. Save the loaded model to store it in SACPlus's own format.",
-                UserWarning,
-                stacklevel=2,
-            )
-        return cls._load_checked(info, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        kwargs = _keep_given_target_entropy(kwargs)
+        load = super().load
+        return checkpoint.load_model(  # type: ignore[return-value]
+            cls, load, path, False, env, device, custom_objects, print_system_info, force_reset, **kwargs
+        )
 
     @classmethod
     def load_from_sb3(
@@ -591,64 +533,18 @@ class SACPlus(OffPolicyAlgorithm):
         **kwargs: Any,
     ) -> SelfSACPlus:
         """
-        Import an agent saved by ``stable_baselines3.SAC``: same hyperparameters, spaces, counters, weights
-        (deterministic actions and Q-values identical), temperature and optimizer states. The two policies have
-        the same modules and state-dict names, so the weights load as they are.
-
-        :param path: the zip written by ``stable_baselines3.SAC.save``
-        :param env: the environment to run the model on (``None`` to only predict)
-        :param device: device for the model
-        :param custom_objects: replace these saved objects instead of unpickling them (as in :meth:`load`)
-        :param force_reset: reset the env before training (as in :meth:`load`)
-        :param kwargs: attributes to change (as in :meth:`load`)
+        Import an agent saved by ``stable_baselines3.SAC``: same hyperparameters, spaces, counters, weights,
+        temperature and optimizer states (the state dicts are the same). Arguments as in :meth:`load`.
         """
-        info = checkpoint.inspect_checkpoint(path, custom_objects)
-        if info.kind != checkpoint.SB3_SAC:
-            raise ValueError(
-                f"{info.name} was not saved by stable_baselines3.SAC: its policy class is {info.policy_class_name}"
-                f"{' (load it with SACPlus.load)' if info.kind == checkpoint.SACPLUS else ''}; "
-                "load_from_sb3 reads SB3 SAC models only"
-            )
-        return cls._load_checked(info, env, device, custom_objects, False, force_reset, **kwargs)
+        kwargs = _keep_given_target_entropy(kwargs)
+        load = super().load
+        return checkpoint.load_model(  # type: ignore[return-value]
+            cls, load, path, True, env, device, custom_objects, False, force_reset, **kwargs
+        )
 
-    @classmethod
-    def _load_checked(
-        cls: type[SelfSACPlus],
-        info: checkpoint.CheckpointInfo,
-        env: GymEnv | None,
-        device: th.device | str,
-        custom_objects: dict[str, Any] | None,
-        print_system_info: bool,
-        force_reset: bool,
-        **kwargs: Any,
-    ) -> SelfSACPlus:
-        """SB3's ``load`` of a file :func:`~sac_plus.checkpoint.inspect_checkpoint` found intact and ours to read."""
-        if info.kind == checkpoint.OTHER:
-            raise ValueError(
-                f"{info.name} was not saved by {cls.__name__}: its policy class is {info.policy_class_name}, so it "
-                f"was saved by another algorithm. {cls.__name__}.load reads models saved by {cls.__name__} or by "
-                "stable_baselines3.SAC; load this file with the algorithm that saved it."
-            )
-        vec_env: VecEnv | None = checkpoint.wrap_and_check_env(cls, info, env)
-        if "target_entropy" in kwargs:
-            kwargs.setdefault("_target_entropy_spec", kwargs["target_entropy"])
-        if info.kind == checkpoint.SB3_SAC:
-            custom_objects, kwargs = sb3_format.sb3_load_arguments(info, custom_objects, kwargs)
-        try:
-            model = super().load(
-                info.path,
-                env=vec_env,
-                device=device,
-                custom_objects=custom_objects,
-                print_system_info=print_system_info,
-                force_reset=force_reset,
-                **kwargs,
-            )
-        except (ValueError, KeyError, RuntimeError, AssertionError) as error:
-            raise ValueError(
-                f"Could not load {info.name} into {cls.__name__}: {type(error).__name__}: {error}"
-                f"{sb3_format.layout_hint(error)}"
-            ) from error
-        if info.kind == checkpoint.SB3_SAC:
-            sb3_format.adopt_sb3_model(model)
-        return model
+
+def _keep_given_target_entropy(load_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A ``target_entropy`` passed to ``load`` stays (no "auto" heuristic or schedule overwrites it)."""
+    if "target_entropy" in load_kwargs:
+        return {"_target_entropy_spec": load_kwargs["target_entropy"], **load_kwargs}
+    return load_kwargs

@@ -114,11 +114,11 @@ def temperature_loss(log_ent_coef: th.Tensor, mean_log_prob: th.Tensor, target_e
     """
     Loss of the temperature: ``E[-log(alpha) * (log pi(a|s) + H_target)]``.
 
-    The SAC paper's loss (Haarnoja et al. 2018b, eq. 18) is ``E[-alpha (log pi + H_target)]``; we differentiate with respect to ``log alpha``
-    through ``log alpha`` itself rather than through ``alpha = exp(log alpha)``. Both have the same fixed
-    point (entropy = target) and the same sign of step, but the gradient of the alpha form is scaled by alpha
-    and vanishes as alpha -> 0, so a collapsed temperature could not recover; the log form keeps a step size
-    independent of alpha (softlearning issue #37, also SB3's choice).
+    The SAC paper's loss (Haarnoja et al. 2018b, eq. 18) is ``E[-alpha (log pi + H_target)]``; we differentiate
+    with respect to ``log alpha`` through ``log alpha`` itself rather than through ``alpha = exp(log alpha)``.
+    Both have the same fixed point (entropy = target) and the same sign of step, but the gradient of the alpha
+    form is scaled by alpha and vanishes as alpha -> 0, so a collapsed temperature could not recover; the log
+    form keeps a step size independent of alpha (softlearning issue #37, also SB3's choice).
 
     :param mean_log_prob: ``E_pi[log pi(.|s)]`` per state (detached here: this loss only moves alpha)
     """

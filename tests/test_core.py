@@ -654,7 +654,7 @@ def test_target_entropy_scale_schedule_anneals_the_discrete_target(fast_kwargs):
 
 @pytest.mark.parametrize("schedule", [lambda p: 0.0, lambda p: 1.5 * p + 0.1])
 def test_target_entropy_scale_schedule_out_of_range_is_rejected(schedule):
-    with pytest.raises(ValueError, match=r"target_entropy_scale\((1\.0|0\.0)\)"):
+    with pytest.raises(ValueError, match=r"target_entropy_scale\((1|0)\)"):
         SACPlus("MlpPolicy", "CartPole-v1", target_entropy_scale=schedule)
 
 

@@ -197,7 +197,7 @@ class Reference:
                 "train/ent_coef": float(alpha),
                 "train/entropy": float(-mean_log_prob.detach().mean()),
                 "train/q_mean": float(q_mean.detach()),
-                "train/ent_coef_loss": float(alpha_loss),
+                "train/ent_coef_loss": float(alpha_loss.detach()),
             }
         )
 

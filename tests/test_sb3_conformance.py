@@ -552,7 +552,7 @@ def test_load_from_sb3_errors_name_the_file(tmp_path, space_env, fast_kwargs):
 
 def test_sb3_policy_aliases_map_onto_ours():
     from sac_plus import policies
-    from sac_plus.sb3_format import our_policy_class
+    from sac_plus.checkpoint import our_policy_class
 
     assert our_policy_class(sb3_policies.SACPolicy) is policies.SACPlusPolicy
     assert our_policy_class(sb3_policies.CnnPolicy) is policies.CnnPolicy
