@@ -1,5 +1,5 @@
 """
-Throughput of synchronous distributed SACPlus (issue 8): env steps/s and updates/s with 1 and 2 workers.
+Throughput of synchronous distributed SACPlus: env steps/s and updates/s with 1 and 2 workers.
 
 For each network size, three runs on Pendulum-v1 with the same per-worker settings:
 
@@ -161,6 +161,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker is not None:
         worker(args.worker, args.timesteps, args.distributed, args.out)
+        if args.distributed:
+            # Leave as `python -m sac_plus.distributed` does: gloo's C++ threads can abort the interpreter's teardown
+            # after a clean destroy_distributed() ("terminate called without an active exception"), which would fail
+            # a finished measurement (subprocess.run(check=True) below). The result file is written and closed.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         return
     rows = []
     for config in args.configs:

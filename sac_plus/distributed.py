@@ -24,18 +24,38 @@ or, with full control over the model::
 
 Effective batch size: each gradient step averages ``world_size`` minibatches of ``batch_size`` samples, one from
 each rank's buffer, so it is a step on ``world_size * batch_size`` samples; the learning rate is *not* scaled.
-The design is the lecture's "simple synchronous way" (design.md, "Scale beyond one machine"; issue 8).
+The design is the lecture's "simple synchronous way" (design.md, "Scale beyond one machine").
+
+Exit status of each worker of the command line (torchrun itself exits 1 whenever a worker fails, and lists the
+workers' statuses in its summary):
+
+- 0: trained (and saved); also on rank 0 when a peer is lost after training, at the final barrier (a warning);
+- 1: a collective or the rendezvous failed (:class:`DistributedError`: a peer died, hung or cannot be reached);
+- 2: bad command-line input or configuration (an option, ``--env``, a ``--params`` keyword or value,
+  the ``torchrun`` variables), found before training starts;
+- 128 + N: signal N (143: ``SIGTERM``) arrived during the final save, whose partial file was removed.
+
+Multi-node use (where rank 0 runs, addresses, ports, firewalls): docs/distributed.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import datetime
+import importlib
+import inspect
+import math
+import numbers
 import os
+import signal
+import socket
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,15 +69,19 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.type_aliases import MaybeCallback, TrainFrequencyUnit
 from stable_baselines3.common.vec_env import VecEnv
 
+from sac_plus.checkpoint import destination
 from sac_plus.sac import SACPlus
 
 __all__ = [
     "BACKENDS",
     "DEFAULT_TIMEOUT_S",
+    "MAX_TIMEOUT_S",
     "DistributedContext",
     "DistributedError",
     "DistributedSACPlus",
+    "DistributedWarning",
     "GradientAverager",
+    "SaveInterrupted",
     "destroy_distributed",
     "init_distributed",
     "main",
@@ -68,15 +92,47 @@ __all__ = [
 
 BACKENDS = ("auto", "gloo", "nccl")
 DEFAULT_TIMEOUT_S = 60.0
+# gloo counts a timeout in nanoseconds of an int64 (at most about 292 years) and refuses anything beyond: 30 days
+# is far below that and above any pause a job could mean to allow
+MAX_TIMEOUT_S = 30 * 86400.0
 
 _TIMEOUT_HINT = (
     "a peer process has probably died, hung or cannot be reached; every collective waits at most "
-    "timeout={timeout:g} s (--timeout) for the others. Look at the other ranks' output for the first error"
+    "{timeout} (--timeout) for the others. Look at the other ranks' output for the first error"
 )
+_FINAL_BARRIER = "the final barrier (every rank waits there until all have trained and rank 0 has saved)"
+# the timeout of the process group that init_distributed created (None: none, or one created by the caller)
+_group_timeout: float | None = None
 
 
 class DistributedError(RuntimeError):
     """A collective or the rendezvous failed: a peer died, hung, or cannot be reached within the timeout."""
+
+
+class DistributedWarning(RuntimeWarning):
+    """Rank 0 finished training and saving, but a peer was lost at the final barrier: the result is complete."""
+
+
+class SaveInterrupted(SystemExit):
+    """
+    A termination signal (``SIGTERM``, ``SIGHUP``) arrived during :meth:`DistributedSACPlus.save`: the save was
+    abandoned, its partial file removed, and any previous file left as it was. A ``SystemExit`` with status
+    ``128 + signal``, so a script that does not catch it ends as if killed by the signal, after its cleanup.
+
+    :param signum: the signal's number
+    :param path: the file being saved
+    """
+
+    def __init__(self, signum: int, path: str | os.PathLike):
+        super().__init__(128 + signum)
+        self.signum = signum
+        self.path = path
+
+    def __str__(self) -> str:
+        return (
+            f"{signal.Signals(self.signum).name} arrived while saving {self.path}: the save was abandoned and its partial "
+            "file removed; a previous file at that path, if any, is left as it was"
+        )
 
 
 @dataclass(frozen=True)
@@ -155,8 +211,21 @@ def check_backend(backend: str) -> str:
 
 
 def check_timeout(timeout: float) -> float:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"timeout={timeout!r} is not valid; accepted: a number of seconds > 0")
+    """
+    Raise a clear error for a timeout that ``torch.distributed`` cannot use; return it as a float.
+
+    :param timeout: seconds, ``0 < timeout <= MAX_TIMEOUT_S`` (infinity overflows ``datetime.timedelta``, and gloo
+        refuses values past an int64 of nanoseconds)
+    """
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not math.isfinite(timeout)
+        or not 0 < timeout <= MAX_TIMEOUT_S
+    ):
+        raise ValueError(
+            f"timeout={timeout!r} is not valid; accepted: a finite number of seconds > 0 and <= {MAX_TIMEOUT_S:.0f} (30 days)"
+        )
     return float(timeout)
 
 
@@ -199,6 +268,7 @@ def init_distributed(
                 f"but the environment says rank {rank} of {world_size}"
             )
         return DistributedContext(rank, world_size, local_rank, dist.get_backend(), timeout)
+    global _group_timeout
     try:
         dist.init_process_group(
             backend=backend,
@@ -207,6 +277,7 @@ def init_distributed(
             world_size=world_size,
             timeout=datetime.timedelta(seconds=timeout),
         )
+        _group_timeout = timeout
     except Exception as exc:
         address = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
         raise DistributedError(
@@ -219,16 +290,27 @@ def init_distributed(
 
 def destroy_distributed(wait_for_peers: bool = True) -> None:
     """
-    Leave the process group (a no-op when none is initialised).
+    Leave the process group (a no-op when none is initialised). The group is destroyed even when the barrier fails.
 
     :param wait_for_peers: first wait until every rank is done (a barrier): a rank that tears gloo down while a peer
         still talks to it made that peer abort at exit ("terminate called without an active exception"). Pass
         ``False`` after a failure, when a peer may be dead and the barrier could only time out.
+    :raises DistributedError: the barrier failed (a peer died, hung or cannot be reached). On rank 0 after a
+        completed :meth:`DistributedSACPlus.learn`, that is no loss: every gradient step was a collective of all
+        ranks, so every rank had finished training (:func:`train_distributed` turns it into a warning there).
     """
-    if dist.is_available() and dist.is_initialized():
+    global _group_timeout
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    context = DistributedContext(dist.get_rank(), dist.get_world_size(), backend=dist.get_backend(), timeout=math.nan)
+    if _group_timeout is not None:
+        context = DistributedContext(context.rank, context.world_size, backend=context.backend, timeout=_group_timeout)
+    try:
         if wait_for_peers:
-            dist.barrier()
+            _collective(context, _FINAL_BARRIER, dist.barrier)
+    finally:
         dist.destroy_process_group()
+        _group_timeout = None
 
 
 def rank_seed(seed: int | None, rank: int, n_envs: int = 1) -> int | None:
@@ -253,8 +335,13 @@ def _collective(context: DistributedContext, what: str, function: Callable[[], A
     except Exception as exc:
         raise DistributedError(
             f"{context.describe()}: {what} failed: {type(exc).__name__}: {str(exc).rstrip('. ')}. Hint: "
-            + _TIMEOUT_HINT.format(timeout=context.timeout)
+            + _TIMEOUT_HINT.format(timeout=_timeout_text(context.timeout))
         ) from exc
+
+
+def _timeout_text(timeout: float) -> str:
+    # NaN: a process group that this module did not create, whose timeout it does not know
+    return "the process group's timeout" if math.isnan(timeout) else f"timeout={timeout:g} s"
 
 
 def _all_reduce(context: DistributedContext, tensor: th.Tensor, what: str, op=None) -> th.Tensor:
@@ -449,7 +536,8 @@ class DistributedSACPlus:
         if context is None:
             if not (dist.is_available() and dist.is_initialized()):
                 raise ValueError("no process group is initialised: call init_distributed() first, or pass context=")
-            context = DistributedContext(dist.get_rank(), dist.get_world_size(), backend=dist.get_backend())
+            timeout = math.nan if _group_timeout is None else _group_timeout
+            context = DistributedContext(dist.get_rank(), dist.get_world_size(), backend=dist.get_backend(), timeout=timeout)
         self.model = model
         self.context = context
         self._check_model()
@@ -573,15 +661,50 @@ class DistributedSACPlus:
         )
 
     def save(self, path: str | os.PathLike) -> None:
-        """Save the model on rank 0 (an ordinary SACPlus zip); a no-op on the other ranks."""
+        """
+        Save the model on rank 0 (an ordinary SACPlus zip); a no-op on the other ranks.
+
+        The file is written atomically (a partial file beside it, then renamed). ``SIGTERM`` (how torchrun stops the
+        workers of a failed job) and ``SIGHUP`` would kill the process mid-save and leave the hidden partial file
+        behind, so while saving from the main thread they raise :class:`SaveInterrupted` instead, which removes it.
+        A handler of your own for those signals is left alone.
+
+        :param path: where to save (``.zip`` is appended when the path has no suffix)
+        :raises SaveInterrupted: a termination signal arrived during the save
+        """
         if self.is_main:
-            self.model.save(path)
+            with _signals_interrupt_save(destination(path, "zip")):
+                self.model.save(path)
 
     def close(self) -> None:
         """Remove the gradient hooks: the model trains on its own again."""
         for averager in self.averagers:
             averager.remove()
         self.averagers = []
+
+
+@contextlib.contextmanager
+def _signals_interrupt_save(path: os.PathLike) -> Iterator[None]:
+    """
+    While the block runs, ``SIGTERM`` and ``SIGHUP`` raise :class:`SaveInterrupted` (only in the main thread, the
+    only one Python can install handlers from, and only for signals with the default handler).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise SaveInterrupted(signum, path)
+
+    previous = {}
+    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):  # no SIGHUP on Windows
+        if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
+            previous[signum] = signal.signal(signum, interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def train_distributed(
@@ -604,9 +727,11 @@ def train_distributed(
     """
     Train one SACPlus learner over the processes of a ``torchrun`` job; call it on every rank with the same arguments.
 
-    Each rank builds ``n_envs`` envs with ``make_vec_env(env, n_envs, seed=rank_seed(seed, rank, n_envs))`` and a model
-    with the same seed, joins the process group, trains ``total_timesteps`` env steps of its own, and rank 0 saves
-    to ``save_path``. The process group is left at the end if this function joined it.
+    Each rank joins the process group, builds ``n_envs`` envs with ``make_vec_env(env, n_envs,
+    seed=rank_seed(seed, rank, n_envs))`` and a model with the same seed, trains ``total_timesteps`` env steps of its
+    own, and rank 0 saves to ``save_path``. The process group is left at the end (through a final barrier) if this
+    function joined it; a peer lost at that barrier is a :class:`DistributedWarning` on rank 0, whose result is
+    complete, and a :class:`DistributedError` on the other ranks.
 
     :param env: a Gymnasium env id, or a function that returns a new env (your own environment)
     :param total_timesteps: env steps per rank (the job collects ``world_size * total_timesteps``)
@@ -624,34 +749,90 @@ def train_distributed(
     :param env_kwargs: keywords for the env constructor
     :param vec_env_cls: the VecEnv class (``DummyVecEnv`` by default)
     :return: this rank's trained model (the weights are the same on every rank)
+    :raises ValueError: a bad argument, or one that ``make_vec_env`` or ``SACPlus`` refuses (the original error is
+        chained), before training starts
+    :raises DistributedError: the rendezvous or a collective failed
+    :raises SaveInterrupted: ``SIGTERM`` or ``SIGHUP`` during the save (see :meth:`DistributedSACPlus.save`)
     """
     sac_kwargs = dict(sac_kwargs or {})
     for reserved in ("seed", "env"):
         if reserved in sac_kwargs:
             raise ValueError(f"sac_kwargs[{reserved!r}] is set per rank by train_distributed; pass {reserved}= instead")
+    _check_count("total_timesteps", total_timesteps)
+    _check_count("n_envs", n_envs)
     was_initialized = dist.is_available() and dist.is_initialized()
     device = sac_kwargs.get("device", "auto")
     context = init_distributed(backend, timeout, device=device)
     vec_env = None
+    trained = False
     try:
         if context.backend == "nccl" and str(device) in ("auto", "cuda"):
             sac_kwargs["device"] = f"cuda:{th.cuda.current_device()}"
         this_seed = rank_seed(seed, context.rank, n_envs)
-        vec_env = make_vec_env(env, n_envs=n_envs, seed=this_seed, env_kwargs=env_kwargs, vec_env_cls=vec_env_cls)
+        # Errors in building the envs and the model come from the arguments (the same on every rank, so every rank
+        # fails here, before any collective): a ValueError that says which call failed, like the other checks
+        try:
+            vec_env = make_vec_env(env, n_envs=n_envs, seed=this_seed, env_kwargs=env_kwargs, vec_env_cls=vec_env_cls)
+        except Exception as exc:
+            raise ValueError(
+                f"{context.describe()}: make_vec_env({env!r}, n_envs={n_envs}, env_kwargs={env_kwargs!r}) failed: "
+                f"{type(exc).__name__}: {exc}; accepted: a registered Gymnasium env id or a function returning a new env"
+            ) from exc
         if not context.is_main:
             sac_kwargs.update(verbose=0, tensorboard_log=None)
-        model = SACPlus(policy, vec_env, seed=this_seed, **sac_kwargs)
+        shown = repr(sac_kwargs)  # before SACPlus adds its own entries to policy_kwargs
+        try:
+            model = SACPlus(policy, vec_env, seed=this_seed, **sac_kwargs)
+        except Exception as exc:
+            raise ValueError(
+                f"{context.describe()}: SACPlus({policy!r}, env, **{shown}) failed: {type(exc).__name__}: {exc}"
+            ) from exc
         trainer = DistributedSACPlus(model, context)
         trainer.learn(total_timesteps, callback=callback, log_interval=log_interval, progress_bar=progress_bar)
         trainer.close()
         if save_path is not None:
             trainer.save(save_path)
-        return model
+        trained = True
     finally:
         if vec_env is not None:
             vec_env.close()
-        if not was_initialized:
-            destroy_distributed(wait_for_peers=sys.exc_info()[1] is None)
+        if not was_initialized and not trained:
+            destroy_distributed(wait_for_peers=False)
+    if not was_initialized:
+        lost = _leave_after_training(context, saved=save_path is not None)
+        if lost is not None:
+            warnings.warn(lost, DistributedWarning, stacklevel=2)
+    return model
+
+
+def _leave_after_training(context: DistributedContext, saved: bool) -> str | None:
+    """
+    Leave the process group after a completed training, through the final barrier.
+
+    A peer lost at that barrier is no loss on rank 0: every gradient step was a collective of all ranks, so every
+    rank had finished training, and rank 0 has saved. Rank 0 gets the message of a warning back; another rank raises,
+    since rank 0 may have been the one lost, while saving.
+
+    :param context: this rank's context
+    :param saved: whether rank 0 saved the model
+    :return: ``None``, or (on rank 0) why the barrier failed and why that does not matter
+    :raises DistributedError: the barrier failed on a rank other than 0
+    """
+    try:
+        destroy_distributed()
+    except DistributedError as exc:
+        if not context.is_main:
+            raise DistributedError(f"{exc}. Rank 0 may have been lost while saving: check that its zip is complete") from exc
+        return (
+            f"{exc}. Training had finished on every rank (every gradient step is a collective of all ranks) and rank 0's "
+            f"model is {'complete and saved' if saved else 'complete'}: the job's result is not affected"
+        )
+    return None
+
+
+def _check_count(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name}={value!r} is not valid; accepted: an integer >= 1")
 
 
 def _parse_params(items: list[str]) -> dict[str, Any]:
@@ -667,26 +848,144 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
     return params
 
 
+# SACPlus arguments that the command line sets itself, each with the option that sets it
+_OWN_OPTIONS = {
+    "policy": "--policy",
+    "env": "--env",
+    "seed": "--seed",
+    "device": "--device",
+    "verbose": "--verbose",
+    "tensorboard_log": "--tensorboard-log",
+}
+# What a Python literal (all that --params can write) may be, by the type names of SACPlus's annotations; a name not
+# here (Schedule, ActionNoise, a class) cannot be written as a literal
+_LITERAL_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int,), "an integer"),
+    "float": ((int, float), "a number"),
+    "bool": ((bool,), "True or False"),
+    "str": ((str,), "a string"),
+    "None": ((type(None),), "None"),
+    "dict": ((dict,), "a dict"),
+    "list": ((list,), "a list"),
+    "tuple": ((tuple,), "a tuple"),
+}
+
+
+def _sac_keywords() -> dict[str, str]:
+    """SACPlus's keywords that ``--params`` may set, with their annotations as text."""
+    keywords = {}
+    for name, parameter in inspect.signature(SACPlus.__init__).parameters.items():
+        if name in ("self", *_OWN_OPTIONS) or name.startswith("_") or parameter.kind is not parameter.POSITIONAL_OR_KEYWORD:
+            continue
+        annotation = parameter.annotation
+        keywords[name] = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+    return keywords
+
+
+def _check_params(params: dict[str, Any]) -> dict[str, Any]:
+    """
+    Check the ``--params`` keywords before any process starts training: each must be a SACPlus keyword without an
+    option of its own, and its value of a type that the keyword's annotation allows.
+
+    :raises ValueError: naming the keyword, what it got and what it accepts
+    """
+    keywords = _sac_keywords()
+    for key, value in params.items():
+        if key in _OWN_OPTIONS:
+            raise ValueError(f"--params {key}=...: {key} is set with {_OWN_OPTIONS[key]}, not with --params")
+        if key not in keywords:
+            raise ValueError(f"--params {key}=...: {key!r} is not a SACPlus keyword; accepted: {', '.join(sorted(keywords))}")
+        names = [part.split("[")[0].strip() for part in keywords[key].split("|")]
+        allowed = [_LITERAL_TYPES[name] for name in names if name in _LITERAL_TYPES]
+        types = tuple(t for entry in allowed for t in entry[0])
+        if not types:
+            continue  # no annotation this check understands
+        # bool is an int to isinstance, but True is no batch size
+        if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
+            continue
+        read_as = " (it is not a Python literal, so it was read as a string)" if isinstance(value, str) else ""
+        raise ValueError(
+            f"--params {key}={value!r} is not valid{read_as}: SACPlus's {key} takes {keywords[key]}; accepted: "
+            + " or ".join(description for _, description in allowed)
+            + ", written as a Python literal"
+        )
+    return params
+
+
+def _check_env_id(env_id: str) -> None:
+    """
+    Check that ``env_id`` names a registered Gymnasium env (``module:Id`` first imports ``module``, as ``gym.make``
+    does), so that a typo fails before the rendezvous instead of in every worker's traceback.
+
+    :raises ValueError: naming the id, Gymnasium's reason and what is accepted
+    """
+    module, _, name = env_id.rpartition(":")
+    try:
+        if module:
+            importlib.import_module(module)
+        gym.spec(name)
+    except (gym.error.Error, ImportError) as exc:
+        raise ValueError(
+            f"--env {env_id!r} is not valid: {type(exc).__name__}: {exc}; accepted: a registered Gymnasium env id, "
+            "e.g. Pendulum-v1, or 'module:Id-v0' to import the module that registers it"
+        ) from None
+
+
+def _check_device(device: str) -> None:
+    if device == "auto":
+        return
+    try:
+        th.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"--device {device!r} is not valid: {exc}; accepted: auto, cpu, cuda or cuda:N") from None
+
+
+def _int_at_least(lowest: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``lowest`` (argparse turns the error into exit status 2 with the usage)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < lowest:
+            raise argparse.ArgumentTypeError(f"{text!r} is not valid; accepted: an integer >= {lowest}")
+        return value
+
+    return parse
+
+
+def _timeout_arg(text: str) -> float:
+    try:
+        return check_timeout(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not valid; accepted: a finite number of seconds > 0 and <= {MAX_TIMEOUT_S:.0f} (30 days)"
+        ) from None
+
+
 def _argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torchrun --nproc-per-node N -m sac_plus.distributed",
         description="Synchronous distributed SACPlus: each worker collects with its own envs and buffer, gradients are "
         "averaged over the workers at every step; rank 0 logs, evaluates and saves. "
-        "Each gradient step sees N x batch_size samples; the learning rate is not scaled.",
+        "Each gradient step sees N x batch_size samples; the learning rate is not scaled. Exit status of a worker: "
+        "0 done, 1 a collective or the rendezvous failed, 2 bad input, 143 SIGTERM during the final save.",
     )
     parser.add_argument("--env", required=True, help="Gymnasium env id, e.g. Pendulum-v1")
-    parser.add_argument("--timesteps", type=int, required=True, help="env steps per worker")
-    parser.add_argument("--save", default=None, help="where rank 0 saves the model zip")
+    parser.add_argument("--timesteps", type=_int_at_least(1), required=True, help="env steps per worker (>= 1)")
+    parser.add_argument("--save", default=None, help="where rank 0 saves the model zip (.zip is appended if missing)")
     parser.add_argument("--backend", default="auto", choices=BACKENDS, help="gloo (CPU), nccl (GPU), auto (default)")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_timeout_arg,
         default=DEFAULT_TIMEOUT_S,
-        help="seconds the rendezvous and each all-reduce wait for the other workers (default %(default)s)",
+        help="seconds the rendezvous and each all-reduce wait for the other workers (default %(default)s, "
+        f"at most {MAX_TIMEOUT_S:.0f})",
     )
-    parser.add_argument("--seed", type=int, default=0, help="job seed; worker r uses seed + r * n_envs")
-    parser.add_argument("--n-envs", type=int, default=1, help="envs per worker")
-    parser.add_argument("--policy", default="MlpPolicy")
+    parser.add_argument("--seed", type=_int_at_least(0), default=0, help="job seed; worker r uses seed + r * n_envs")
+    parser.add_argument("--n-envs", type=_int_at_least(1), default=1, help="envs per worker")
+    parser.add_argument("--policy", default="MlpPolicy", choices=sorted(SACPlus.policy_aliases))
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument(
         "--params",
@@ -695,28 +994,55 @@ def _argument_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="SACPlus keywords, e.g. batch_size=256 learning_rate=1e-3 \"policy_kwargs={'net_arch': [64, 64]}\"",
     )
-    parser.add_argument("--eval-freq", type=int, default=0, help="evaluate on rank 0 every N steps (0: only at the end)")
-    parser.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation on rank 0 (0: none)")
-    parser.add_argument("--log-interval", type=int, default=4, help="episodes between log dumps on rank 0")
+    parser.add_argument(
+        "--eval-freq", type=_int_at_least(0), default=0, help="evaluate on rank 0 every N steps (0: only at the end)"
+    )
+    parser.add_argument(
+        "--eval-episodes", type=_int_at_least(0), default=10, help="episodes per evaluation on rank 0 (0: none)"
+    )
+    parser.add_argument("--log-interval", type=_int_at_least(1), default=4, help="episodes between log dumps on rank 0")
     parser.add_argument("--tensorboard-log", default=None, help="tensorboard folder (rank 0)")
-    parser.add_argument("--verbose", type=int, default=1, help="rank 0's verbosity (others: 0)")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="rank 0's verbosity (others: 0)")
     parser.add_argument("--progress-bar", action="store_true")
     return parser
 
 
+def _error(message: Any, status: int) -> int:
+    print(f"sac_plus.distributed: error: {message}", file=sys.stderr, flush=True)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
-    """The command line; returns the exit status (1 with a message on stderr when a collective fails)."""
+    """
+    The command line; returns the worker's exit status (see the module's docstring): 0 done, 1 a collective or the
+    rendezvous failed, 2 bad input (argparse's own errors exit 2 with the usage), 128 + N a signal during the final
+    save. Every error is one line on stderr that says what failed.
+    """
     args = _argument_parser().parse_args(argv)
-    sac_kwargs = _parse_params(args.params)
+    # The input is checked before the rendezvous: every worker has the same, so every worker stops here at once
+    try:
+        sac_kwargs = _check_params(_parse_params(args.params))
+        _check_env_id(args.env)
+        _check_device(args.device)
+    except ValueError as exc:
+        return _error(exc, 2)
     sac_kwargs.update(device=args.device, verbose=args.verbose, tensorboard_log=args.tensorboard_log)
-    rank = os.environ.get("RANK", "?")
+    try:
+        context = init_distributed(args.backend, args.timeout, device=args.device)
+    except DistributedError as exc:
+        return _error(exc, 1)
+    except ValueError as exc:  # not started by torchrun, or no GPU for NCCL
+        return _error(exc, 2)
     callback = None
     eval_env = None
-    if args.eval_freq > 0 and args.eval_episodes > 0 and rank == "0":
-        eval_env = make_vec_env(args.env, n_envs=1, seed=args.seed + 10_000)
-        callback = EvalCallback(eval_env, n_eval_episodes=args.eval_episodes, eval_freq=args.eval_freq, verbose=args.verbose)
     start = time.perf_counter()
     try:
+        if args.eval_freq > 0 and args.eval_episodes > 0 and context.is_main:
+            eval_env = make_vec_env(args.env, n_envs=1, seed=args.seed + 10_000)
+            callback = EvalCallback(
+                eval_env, n_eval_episodes=args.eval_episodes, eval_freq=args.eval_freq, verbose=args.verbose
+            )
+        # the process group is ours: train_distributed leaves it open, and the final barrier is handled below
         model = train_distributed(
             args.env,
             args.timesteps,
@@ -732,17 +1058,26 @@ def main(argv: list[str] | None = None) -> int:
             progress_bar=args.progress_bar,
         )
     except DistributedError as exc:
-        print(f"sac_plus.distributed: error: {exc}", file=sys.stderr, flush=True)
-        return 1
+        destroy_distributed(wait_for_peers=False)
+        return _error(exc, 1)
     except ValueError as exc:
-        print(f"sac_plus.distributed: error: {exc}", file=sys.stderr, flush=True)
-        return 2
+        destroy_distributed(wait_for_peers=False)
+        return _error(exc, 2)
+    except SaveInterrupted as exc:
+        destroy_distributed(wait_for_peers=False)
+        return _error(f"{context.describe()}: {exc}", exc.code)
     finally:
         if eval_env is not None:
             eval_env.close()
     seconds = time.perf_counter() - start
-    if rank == "0":
-        world_size = int(os.environ["WORLD_SIZE"])
+    try:
+        lost = _leave_after_training(context, saved=args.save is not None)
+    except DistributedError as exc:
+        return _error(exc, 1)
+    if lost is not None:
+        print(f"sac_plus.distributed: warning: {lost}", file=sys.stderr, flush=True)
+    if context.is_main:
+        world_size = context.world_size
         steps = world_size * model.num_timesteps
         print(
             f"sac_plus.distributed: {world_size} worker(s), {steps} env steps, {model._n_updates} updates of "
@@ -751,7 +1086,9 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         if args.save is not None:
-            print(f"sac_plus.distributed: saved {args.save}", flush=True)
+            # the absolute path and the host: with several machines, rank 0 may not run where torchrun was started
+            saved = os.path.abspath(destination(args.save, "zip"))
+            print(f"sac_plus.distributed: saved {saved} on host {socket.gethostname()}", flush=True)
         if args.eval_episodes > 0:
             final_env = make_vec_env(args.env, n_envs=1, seed=args.seed + 20_000)
             mean, std = evaluate_policy(model, final_env, n_eval_episodes=args.eval_episodes, deterministic=True)
