@@ -10,11 +10,15 @@ inf from the env at the step it arrives, before it is learned from or acted on.
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from typing import Any, TypeVar
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.type_aliases import MaybeCallback, RolloutReturn
 
 # What each gradient step reports, in this order: (logger key, name in a divergence message).
 TRAIN_STATS = (
@@ -30,6 +34,8 @@ TRAIN_STATS = (
 # log dump). On the CPU there is nothing to synchronise, so the flags are read after every train() call.
 DIVERGENCE_CHECK_INTERVAL = 1000
 _NEVER = th.iinfo(th.int64).max
+ON_DIVERGENCE = ("raise", "stop")
+SelfMonitored = TypeVar("SelfMonitored", bound="MonitoredOffPolicyAlgorithm")
 
 
 class DivergenceError(RuntimeError):
@@ -149,7 +155,7 @@ class TrainingMonitor:
         )
         return True
 
-    def log(self, logger: Logger, n_updates: int, target_entropy: float, new_window: bool) -> None:
+    def log(self, logger: Logger, n_updates: int, new_window: bool) -> None:
         """Record the means of the window in ``logger`` (and start a new window if ``new_window``)."""
         means = self.pop_means() if new_window else self.peek_means()
         if means is None:
@@ -158,7 +164,6 @@ class TrainingMonitor:
         for key, mean in means.items():
             if key not in self.not_logged:
                 logger.record(key, mean)
-        logger.record("train/target_entropy", target_entropy)
 
     def first_divergence(self) -> tuple[int, list[str]] | None:
         """The first update with a non-finite statistic and the quantities that were, or ``None`` (synchronises)."""
@@ -182,3 +187,90 @@ class TrainingMonitor:
             return None
         means = (self.sums / self.count).tolist()
         return {key: mean for (key, _), mean in zip(TRAIN_STATS, means, strict=True)}
+
+
+def check_on_divergence(on_divergence: str) -> str:
+    if on_divergence not in ON_DIVERGENCE:
+        raise ValueError(f"on_divergence={on_divergence!r} is not understood; accepted: {', '.join(map(repr, ON_DIVERGENCE))}")
+    return on_divergence
+
+
+class MonitoredOffPolicyAlgorithm(OffPolicyAlgorithm):
+    """
+    An SB3 ``OffPolicyAlgorithm`` whose training is watched by a :class:`TrainingMonitor` (``self.monitor``, built
+    by the subclass's ``_setup_model``): a NaN or inf from the env is named at its step, the training statistics
+    reach the logger at every dump, and a divergence raises a :class:`DivergenceError` or stops training
+    (``self.on_divergence``), also when the policy's outputs go non-finite before the losses were checked.
+    """
+
+    monitor: TrainingMonitor
+    on_divergence: str
+
+    def _check_divergence(self, policy_outputs_nonfinite: bool = False) -> None:
+        """Raise or stop (``on_divergence``) if a statistic (or the policy's outputs) has been non-finite."""
+        learning_rate = self.lr_schedule(self._current_progress_remaining)  # what train() set on the optimizers
+        if not self.monitor.diverged(self._n_updates, self.num_timesteps, learning_rate, policy_outputs_nonfinite):
+            return
+        if self.on_divergence == "raise":
+            raise DivergenceError(self.monitor.divergence)
+        warnings.warn(f"{self.monitor.divergence} Training stops (on_divergence='stop').", RuntimeWarning, stacklevel=3)
+        if self.monitor.diverged_at is not None:
+            self.logger.record("train/diverged_at_update", self.monitor.diverged_at)
+
+    def _log_train_stats(self, new_window: bool) -> None:
+        self.monitor.log(self.logger, self._n_updates, new_window)
+
+    def dump_logs(self) -> None:
+        # the means since the last dump (one host synchronisation), then the divergence check
+        self._log_train_stats(new_window=True)
+        self._check_divergence()
+        super().dump_logs()
+
+    def collect_rollouts(self, *args: Any, **kwargs: Any) -> RolloutReturn:
+        if self.monitor.divergence is not None:  # on_divergence="stop": end learn() without collecting more
+            return RolloutReturn(0, 0, continue_training=False)
+        try:
+            return super().collect_rollouts(*args, **kwargs)
+        except DivergenceError:
+            # the policy's outputs went non-finite before a periodic check read the flags (on a GPU): name the
+            # update where it started, then raise or stop as on_divergence says
+            self._check_divergence(policy_outputs_nonfinite=True)
+            return RolloutReturn(0, 0, continue_training=False)
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: np.ndarray | dict[str, np.ndarray],
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        check_finite_transition(new_obs, reward, dones, infos, self.num_timesteps)
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+
+    def learn(
+        self: SelfMonitored,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "run",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfMonitored:
+        if self.monitor.divergence is not None:
+            warnings.warn(
+                f"learn() does nothing: training stopped earlier because {self.monitor.divergence} Load a checkpoint "
+                "saved before the divergence (or a new model) to train again.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return self
+        super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
+        # the last updates since the previous log dump reach the logger and are checked for divergence
+        self._log_train_stats(new_window=True)
+        self._check_divergence()
+        return self
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "monitor"]

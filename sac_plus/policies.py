@@ -58,6 +58,27 @@ class SoftValue(NamedTuple):
     saturation: th.Tensor | None = None
 
 
+ACCEPTED_ACTION_SPACES = "gymnasium.spaces.Box with finite bounds, or gymnasium.spaces.Discrete with start=0"
+
+
+def check_action_space(action_space: spaces.Space) -> None:
+    """Raise a clear error for an action space SACPlus cannot handle."""
+    if isinstance(action_space, spaces.Box):
+        if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+            raise ValueError(
+                f"action_space={action_space} has non-finite bounds (low={action_space.low}, high={action_space.high}); "
+                f"the squashed Gaussian is rescaled to the bounds, so they must be finite. Accepted: {ACCEPTED_ACTION_SPACES}"
+            )
+        return
+    if isinstance(action_space, spaces.Discrete):
+        if int(action_space.start) != 0:
+            raise ValueError(f"action_space={action_space} starts at {action_space.start}; accepted: {ACCEPTED_ACTION_SPACES}")
+        return
+    raise TypeError(
+        f"action_space={action_space} ({type(action_space).__name__}) is not supported; accepted: {ACCEPTED_ACTION_SPACES}"
+    )
+
+
 def check_init_scheme(init_scheme: str) -> str:
     if init_scheme in _RENAMED_INIT_SCHEMES:
         new_name = _RENAMED_INIT_SCHEMES[init_scheme]

@@ -5,23 +5,20 @@ from __future__ import annotations
 import io
 import math
 import pathlib
-import warnings
 from typing import Any, ClassVar, TypeVar
 
-import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, RolloutReturn, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, Schedule
 from stable_baselines3.common.utils import get_parameters_by_name
 
 from sac_plus import checkpoint, sb3_format
 from sac_plus.linear import describe_kernel_choices
-from sac_plus.monitor import DivergenceError, TrainingMonitor, check_finite_transition
+from sac_plus.monitor import DivergenceError, MonitoredOffPolicyAlgorithm, TrainingMonitor, check_on_divergence
 from sac_plus.policies import (
     CnnPolicy,
     Critic,
@@ -31,42 +28,23 @@ from sac_plus.policies import (
     SACPlusPolicy,
     SoftValue,
     build_optimizer,
+    check_action_space,
     check_positive_int,
 )
 from sac_plus.temperature import (
     DEFAULT_DISCRETE_TARGET_ENTROPY_SCALE,
     check_target_entropy_scale,
+    current_target_entropy,
     parse_ent_coef,
-    resolve_target_entropy,
     temperature_loss,
 )
 
 SelfSACPlus = TypeVar("SelfSACPlus", bound="SACPlus")
 
-ACCEPTED_ACTION_SPACES = "gymnasium.spaces.Box with finite bounds, or gymnasium.spaces.Discrete with start=0"
-ON_DIVERGENCE = ("raise", "stop")
-__all__ = ["DivergenceError", "SACPlus", "check_action_space"]
+__all__ = ["DivergenceError", "SACPlus"]
 
 
-def check_action_space(action_space: spaces.Space) -> None:
-    """Raise a clear error for an action space SACPlus cannot handle."""
-    if isinstance(action_space, spaces.Box):
-        if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
-            raise ValueError(
-                f"action_space={action_space} has non-finite bounds (low={action_space.low}, high={action_space.high}); "
-                f"the squashed Gaussian is rescaled to the bounds, so they must be finite. Accepted: {ACCEPTED_ACTION_SPACES}"
-            )
-        return
-    if isinstance(action_space, spaces.Discrete):
-        if int(action_space.start) != 0:
-            raise ValueError(f"action_space={action_space} starts at {action_space.start}; accepted: {ACCEPTED_ACTION_SPACES}")
-        return
-    raise TypeError(
-        f"action_space={action_space} ({type(action_space).__name__}) is not supported; accepted: {ACCEPTED_ACTION_SPACES}"
-    )
-
-
-class SACPlus(OffPolicyAlgorithm):
+class SACPlus(MonitoredOffPolicyAlgorithm):
     """
     Soft Actor-Critic (Haarnoja et al. 2018, https://arxiv.org/abs/1801.01290 and https://arxiv.org/abs/1812.05905)
     for Box and Discrete action spaces (Christodoulou 2019, https://arxiv.org/abs/1910.07207), with twin (or
@@ -105,9 +83,7 @@ class SACPlus(OffPolicyAlgorithm):
         ``learning_rate``) to anneal the target as training goes (target entropy scheduling, Xu et al. 2021,
         https://arxiv.org/abs/2112.02852). The default, SB3's ``LinearSchedule(0.6, 0.1, 0.5)``, goes from 0.6 to 0.1
         over the first half of the ``learn()`` call and was chosen by benchmarks/returns.py on CartPole-v1 and
-        LunarLander-v3 (see benchmarks/RESULTS.md). Christodoulou's heuristic is ``target_entropy_scale=0.98``
-        (Christodoulou 2019), which keeps the policy close to uniform; a constant such as 0.6 keeps the policy
-        that random for the whole run.
+        LunarLander-v3 (benchmarks/RESULTS.md). Christodoulou's heuristic is ``target_entropy_scale=0.98``.
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE), Box only
     :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE (-1: once per rollout)
     :param use_sde_at_warmup: Whether to use gSDE instead of uniform sampling before learning starts
@@ -171,10 +147,7 @@ class SACPlus(OffPolicyAlgorithm):
         # Check what needs no environment before building one.
         parse_ent_coef(ent_coef)
         check_target_entropy_scale(target_entropy_scale)
-        if on_divergence not in ON_DIVERGENCE:
-            raise ValueError(
-                f"on_divergence={on_divergence!r} is not understood; accepted: {', '.join(map(repr, ON_DIVERGENCE))}"
-            )
+        check_on_divergence(on_divergence)
         target_update_interval = check_positive_int(target_update_interval, "target_update_interval")
         if env is not None:
             # Wrap the env as SB3 would (idempotent) so that its action space is checked with our messages before
@@ -246,21 +219,12 @@ class SACPlus(OffPolicyAlgorithm):
 
     def _update_target_entropy(self) -> None:
         """Resolve ``"auto"``, and read a ``target_entropy_scale`` schedule at the current progress."""
-        spec = "auto" if self.target_entropy == "auto" or self._target_entropy_is_scheduled() else self.target_entropy
-        self.target_entropy = resolve_target_entropy(
-            spec, self.action_space, self.target_entropy_scale, self._current_progress_remaining
-        )
-
-    def _target_entropy_is_scheduled(self) -> bool:
-        """
-        Whether ``train()`` re-reads the target: only for Discrete actions with ``target_entropy="auto"`` and a
-        ``target_entropy_scale`` schedule (the default). Otherwise a value a user assigned to ``target_entropy``
-        stays, as in SB3.
-        """
-        return (
-            isinstance(self.action_space, spaces.Discrete)
-            and callable(self.target_entropy_scale)
-            and self._target_entropy_spec == "auto"
+        self.target_entropy = current_target_entropy(
+            self.target_entropy,
+            self._target_entropy_spec,
+            self.action_space,
+            self.target_entropy_scale,
+            self._current_progress_remaining,
         )
 
     def _create_aliases(self) -> None:
@@ -362,8 +326,7 @@ class SACPlus(OffPolicyAlgorithm):
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         self.policy.set_training_mode(True)
         self._update_learning_rate(self._optimizers())
-        if self._target_entropy_is_scheduled():
-            self._update_target_entropy()
+        self._update_target_entropy()
         first_update = self._n_updates
         stats = []
         for _ in range(gradient_steps):
@@ -382,49 +345,10 @@ class SACPlus(OffPolicyAlgorithm):
         if self.device.type == "cpu":
             # free on the CPU: the logger holds this window's means whenever anyone dumps it (e.g. EvalCallback),
             # as SB3 SAC's logger holds its last train() call's
-            self.monitor.log(self.logger, self._n_updates, self.target_entropy, new_window=False)
+            self._log_train_stats(new_window=False)
+        self.logger.record("train/target_entropy", self.target_entropy)
         if self.monitor.check_due(self._n_updates):
             self._check_divergence()
-
-    def _check_divergence(self, policy_outputs_nonfinite: bool = False) -> None:
-        """Raise or stop (``on_divergence``) if a statistic (or the policy's outputs) has been non-finite."""
-        learning_rate = self.actor.optimizer.param_groups[0]["lr"]
-        if not self.monitor.diverged(self._n_updates, self.num_timesteps, learning_rate, policy_outputs_nonfinite):
-            return
-        if self.on_divergence == "raise":
-            raise DivergenceError(self.monitor.divergence)
-        warnings.warn(f"{self.monitor.divergence} Training stops (on_divergence='stop').", RuntimeWarning, stacklevel=2)
-        if self.monitor.diverged_at is not None:
-            self.logger.record("train/diverged_at_update", self.monitor.diverged_at)
-
-    def dump_logs(self) -> None:
-        # the means since the last dump (one host synchronisation), then the divergence check
-        self.monitor.log(self.logger, self._n_updates, self.target_entropy, new_window=True)
-        self._check_divergence()
-        super().dump_logs()
-
-    def collect_rollouts(self, *args: Any, **kwargs: Any) -> RolloutReturn:
-        if self.monitor.divergence is not None:  # on_divergence="stop": end learn() without collecting more
-            return RolloutReturn(0, 0, continue_training=False)
-        try:
-            return super().collect_rollouts(*args, **kwargs)
-        except DivergenceError:
-            # the policy's outputs went non-finite before a periodic check read the flags (on a GPU): name the
-            # update where it started, then raise or stop as on_divergence says
-            self._check_divergence(policy_outputs_nonfinite=True)
-            return RolloutReturn(0, 0, continue_training=False)
-
-    def _store_transition(
-        self,
-        replay_buffer: ReplayBuffer,
-        buffer_action: np.ndarray,
-        new_obs: np.ndarray | dict[str, np.ndarray],
-        reward: np.ndarray,
-        dones: np.ndarray,
-        infos: list[dict[str, Any]],
-    ) -> None:
-        check_finite_transition(new_obs, reward, dones, infos, self.num_timesteps)
-        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
     def learn(
         self: SelfSACPlus,
@@ -435,15 +359,7 @@ class SACPlus(OffPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfSACPlus:
-        if self.monitor.divergence is not None:
-            warnings.warn(
-                f"learn() does nothing: training stopped earlier because {self.monitor.divergence} Load a checkpoint "
-                "saved before the divergence (or a new model) to train again.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            return self
-        super().learn(
+        return super().learn(
             total_timesteps=total_timesteps,
             callback=callback,
             log_interval=log_interval,
@@ -451,10 +367,6 @@ class SACPlus(OffPolicyAlgorithm):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
-        # the last updates since the previous log dump are visible in model.logger and checked for divergence
-        self.monitor.log(self.logger, self._n_updates, self.target_entropy, new_window=True)
-        self._check_divergence()
-        return self
 
     def save(
         self,
@@ -490,7 +402,6 @@ class SACPlus(OffPolicyAlgorithm):
             "critic_target",
             "_polyak_pairs",
             "_trained_critic_parameters",
-            "monitor",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:

@@ -110,6 +110,24 @@ def resolve_target_entropy(
     return float(target_entropy)
 
 
+def current_target_entropy(
+    target_entropy: str | float,
+    given: str | float,
+    action_space: spaces.Space,
+    discrete_scale: float | Schedule,
+    progress_remaining: float,
+) -> float:
+    """
+    The target entropy in use: ``target_entropy`` itself when it is a number, except for Discrete actions with
+    ``given == "auto"`` (what the user asked for) and a ``discrete_scale`` schedule (the default), where the
+    schedule is read at ``progress_remaining``. So a number a user assigns to ``target_entropy`` stays, as in SB3,
+    unless the target follows a schedule.
+    """
+    scheduled = isinstance(action_space, spaces.Discrete) and callable(discrete_scale) and given == "auto"
+    spec = "auto" if target_entropy == "auto" or scheduled else target_entropy
+    return resolve_target_entropy(spec, action_space, discrete_scale, progress_remaining)
+
+
 def temperature_loss(log_ent_coef: th.Tensor, mean_log_prob: th.Tensor, target_entropy: float) -> th.Tensor:
     """
     Loss of the temperature: ``E[-log(alpha) * (log pi(a|s) + H_target)]``.
