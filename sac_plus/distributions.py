@@ -47,22 +47,6 @@ def squashed_gaussian_log_prob(pre_tanh: th.Tensor, mean: th.Tensor, log_std: th
     return gaussian_log_prob(pre_tanh, mean, log_std) - jacobian
 
 
-def sample_squashed_gaussian(mean: th.Tensor, log_std: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-    """
-    Reparameterised sample ``a = tanh(mean + std * eps)`` and its exact log-density.
-
-    :return: the action in ``[-1, 1]`` and its log-probability (shape ``[..., 1]``)
-    """
-    pre_tanh = mean + th.exp(log_std) * th.randn_like(mean)
-    return th.tanh(pre_tanh), squashed_gaussian_log_prob(pre_tanh, mean, log_std)
-
-
 def categorical_expectation(probs: th.Tensor, values: th.Tensor) -> th.Tensor:
     """Exact ``E_{a ~ pi}[F(a)] = pi^T F`` over the last dimension (shape ``[..., 1]``)."""
     return (probs * values).sum(dim=-1, keepdim=True)
-
-
-def categorical_entropy(logits: th.Tensor) -> th.Tensor:
-    """Exact entropy ``-sum_a pi(a) log pi(a)`` from logits, using ``log_softmax`` (never ``log(probs)``)."""
-    log_probs = th.log_softmax(logits, dim=-1)
-    return -categorical_expectation(log_probs.exp(), log_probs)

@@ -1,23 +1,33 @@
 """
-Dense layers whose CPU matrix products take the faster of two kernels, chosen by measuring on the machine at hand.
+Dense layers (optionally with their ReLU) as one autograd node whose CPU products are chosen by measurement.
 
-PyTorch sends float32 ``addmm``/``mm`` on the CPU to MKL (ATen's ``F.linear``). oneDNN
-(``torch.ops.mkldnn._linear_pointwise``) computes the same product with kernels it picks by instruction set.
-Which one is faster depends on the processor: on AMD EPYC CPUs MKL runs AVX2 kernels where AVX-512 exists and
-oneDNN was measured about 1.8x faster for 256-wide layers, while on an Intel Sapphire Rapids MKL was the faster
-one (benchmarks/RESULTS.md, "Speed per CPU"). So no processor is hard-coded: the first time :func:`linear` sees a
-shape, it times both kernels on that shape (forward, plus backward where a gradient is needed) and keeps the
-faster one for the rest of the process (:func:`kernel_choices` lists what was chosen). The environment variable
-``SAC_PLUS_LINEAR`` overrides the probe: ``aten`` (always ``F.linear``), ``onednn`` (oneDNN wherever it applies)
-or ``auto`` (the default). Both kernels compute the same product up to float rounding (tests/test_linear.py).
+One layer of SAC's MLPs is three products: the forward ``x W^T + b``, and in the backward ``dL/dx = g W`` and
+``dL/dW = g^T x``. Each can be computed in more than one way with the same result up to float rounding: by
+MKL through ATen (``addmm``/``mm``, what ``F.linear`` does), by oneDNN (``torch.ops.mkldnn._linear_pointwise``,
+which picks its kernels by instruction set), or as the transpose of the transposed product
+(``(x^T g)^T``), which for a narrow input (``x`` of 3 or 4 columns) is several times faster than ``g^T x`` on
+the CPUs measured. Which one is fastest depends on the processor and the shape: on an AMD EPYC MKL runs AVX2
+kernels where AVX-512 exists and oneDNN was faster, on an Intel Sapphire Rapids MKL was (benchmarks/RESULTS.md,
+"Speed per CPU"). So no processor is hard-coded: the first time a shape is seen, :func:`probe` times every way
+of each product on that shape (a few milliseconds) and keeps the fastest for the rest of the process
+(:func:`kernel_choices` lists them; ``SACPlus(verbose=1)`` prints them). The environment variable
+``SAC_PLUS_LINEAR`` overrides the probe: ``aten`` (always ATen, as ``F.linear``), ``onednn`` (oneDNN wherever it
+applies) or ``auto`` (the default).
+
+:class:`MLP` is an ``nn.Sequential`` (same modules and state-dict names as SB3's ``create_mlp``) whose forward
+runs each ``Linear`` and the ``ReLU`` after it as one :class:`_Dense` node: one autograd node per layer instead
+of four, the ReLU applied in place to the fresh product, and its backward a single ``threshold_backward``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from collections.abc import Callable
 
 import torch as th
+from torch import nn
 from torch.nn import functional as F
 
 ATEN = "aten"
@@ -27,55 +37,78 @@ KERNEL_ENV_VAR = "SAC_PLUS_LINEAR"
 KERNELS = (AUTO, ATEN, ONEDNN)
 
 _HAS_ONEDNN_LINEAR = th.backends.mkldnn.is_available() and hasattr(th.ops.mkldnn, "_linear_pointwise")
-# oneDNN has to be this much faster to be chosen: near a tie, ATen (what SB3 runs) stays, so that small timing
-# noise does not flip the choice from one process to the next.
-_ONEDNN_MARGIN = 0.9
-# The probe's budget per shape and kernel; the best of the timed repetitions is kept (timing noise only adds).
+# Another way must be this much faster than ATen's to be chosen: near a tie ATen (what SB3 runs) stays, so
+# that timing noise does not flip the choice from one process to the next.
+_MARGIN = 0.9
+# The probe's budget per candidate: the best of the timed repetitions is kept (timing noise only adds).
 _PROBE_REPEATS = 7
-_PROBE_SECONDS = 0.02
+_PROBE_SECONDS = 0.01
 # A process that sees many shapes (e.g. predict on batches of every size) stops probing after this many: new
-# shapes then use ATen.
+# shapes then use ATen's products.
 _MAX_PROBED_SHAPES = 64
 
-# (rows, in, out, x needs grad, weight needs grad, threads) -> (kernel, ATen seconds, oneDNN seconds)
-_choices: dict[tuple[int, int, int, bool, bool, int], tuple[str, float, float]] = {}
+
+def _onednn(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None, relu: bool = False) -> th.Tensor:
+    """``x @ weight.T + bias`` (then ReLU) by oneDNN; ``weight`` is ``[out, in]`` and may be a transposed view."""
+    return th.ops.mkldnn._linear_pointwise(x, weight, bias, "relu" if relu else "none", [], "")
 
 
-def _onednn_linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None) -> th.Tensor:
-    """``x @ weight.T + bias`` by oneDNN (``weight`` is ``[out, in]`` as in ``nn.Linear``)."""
-    return th.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+def _aten(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None, relu: bool = False) -> th.Tensor:
+    """``x @ weight.T + bias`` (then ReLU, in place on the fresh product) by ATen, as ``F.linear`` computes it."""
+    out = th.addmm(bias, x, weight.t()) if bias is not None else x.mm(weight.t())
+    return out.relu_() if relu else out
 
 
-class _OneDNNLinear(th.autograd.Function):
+# Each way of computing a product: name -> function. Forward: (x, W, b, relu) -> y; input gradient: (g, W) -> g W;
+# weight gradient: (g, x) -> g^T x, laid out [out, in] like the weight.
+FORWARD: dict[str, Callable[..., th.Tensor]] = {ATEN: _aten, ONEDNN: _onednn}
+GRAD_INPUT: dict[str, Callable[[th.Tensor, th.Tensor], th.Tensor]] = {
+    ATEN: lambda g, w: g.mm(w),
+    "transposed": lambda g, w: w.t().mm(g.t()).t().contiguous(),
+    ONEDNN: lambda g, w: _onednn(g, w.t(), None),
+}
+GRAD_WEIGHT: dict[str, Callable[[th.Tensor, th.Tensor], th.Tensor]] = {
+    ATEN: lambda g, x: g.t().mm(x),
+    "transposed": lambda g, x: x.t().mm(g).t().contiguous(),
+    ONEDNN: lambda g, x: _onednn(g.t(), x.t(), None),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How one layer shape computes its three products (names in :data:`FORWARD`, ...)."""
+
+    forward: str = ATEN
+    grad_input: str = ATEN
+    grad_weight: str = ATEN
+
+
+_ATEN_PLAN = Plan()
+_ONEDNN_PLAN = Plan(ONEDNN, ONEDNN, ONEDNN)
+# (rows, in, out, relu, threads) -> (plan, {product: {way: seconds}})
+_choices: dict[tuple[int, int, int, bool, int], tuple[Plan, dict[str, dict[str, float]]]] = {}
+
+
+class _Dense(th.autograd.Function):
+    """``relu?(x @ W^T + b)`` as one node, products as ``plan`` says."""
+
     @staticmethod
-    def forward(ctx, x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None) -> th.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return _onednn_linear(x, weight, bias)
+    def forward(ctx, x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None, relu: bool, plan: Plan) -> th.Tensor:
+        out = FORWARD[plan.forward](x, weight, bias, relu)
+        ctx.save_for_backward(x, weight, out if relu else None)
+        ctx.relu, ctx.plan, ctx.has_bias = relu, plan, bias is not None
+        return out
 
     @staticmethod
     def backward(ctx, grad_out: th.Tensor):
-        x, weight = ctx.saved_tensors
-        grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            # dL/dx = dL/dy @ W, i.e. a linear layer with weight W^T (oneDNN takes the transposed view as is)
-            grad_x = _onednn_linear(grad_out, weight.t(), None)
-        if ctx.needs_input_grad[1]:
-            # dL/dW = (dL/dy)^T @ x, laid out [out, in] like the weight
-            grad_weight = _onednn_linear(grad_out.t(), x.t(), None)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_out.sum(dim=0)
-        return grad_x, grad_weight, grad_bias
-
-
-def _needs_graph(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None) -> bool:
-    return th.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-
-
-def _onednn(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None) -> th.Tensor:
-    if _needs_graph(x, weight, bias):
-        return _OneDNNLinear.apply(x, weight, bias)
-    return _onednn_linear(x, weight, bias)  # no graph to record (e.g. target values): skip the Function
+        x, weight, out = ctx.saved_tensors
+        grad = grad_out.contiguous()  # the gradient of a mean arrives as an expanded (stride 0) tensor
+        if ctx.relu:
+            grad = th.ops.aten.threshold_backward(grad, out, 0)
+        grad_x = GRAD_INPUT[ctx.plan.grad_input](grad, weight) if ctx.needs_input_grad[0] else None
+        grad_w = GRAD_WEIGHT[ctx.plan.grad_weight](grad, x) if ctx.needs_input_grad[1] else None
+        grad_b = grad.sum(dim=0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b, None, None
 
 
 def kernel_override() -> str:
@@ -86,92 +119,93 @@ def kernel_override() -> str:
     return value
 
 
-def _time_kernel(kernel, x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None) -> float:
-    """Best wall time of one call (forward, and backward when the inputs need gradients)."""
-    backward = _needs_graph(x, weight, bias)
+def _best_time(call: Callable[[], object]) -> float:
+    """Best wall time of ``call`` over a few repetitions (the first one, which warms caches, not counted)."""
     best = float("inf")
     deadline = time.perf_counter() + _PROBE_SECONDS
     for repeat in range(_PROBE_REPEATS + 1):
         start = time.perf_counter()
-        out = kernel(x, weight, bias)
-        if backward:
-            out.sum().backward()
-        if repeat > 0:  # the first call warms caches and allocates
+        call()
+        if repeat > 0:
             best = min(best, time.perf_counter() - start)
-        if time.perf_counter() > deadline and repeat > 1:
+        if repeat > 1 and time.perf_counter() > deadline:
             break
     return best
 
 
-def probe(rows: int, in_features: int, out_features: int, x_grad: bool, weight_grad: bool) -> tuple[str, float, float]:
-    """
-    Time ATen and oneDNN on random tensors of this shape and gradient pattern, at the current thread count.
+def _fastest(ways: dict[str, Callable[[], object]]) -> tuple[str, dict[str, float]]:
+    """The fastest way (ATen unless another beats it by the margin), and every measured time."""
+    times = {name: _best_time(call) for name, call in ways.items()}
+    times[ATEN] = min(times[ATEN], _best_time(ways[ATEN]))  # measured first and last: a slow phase hits both
+    best = min(times, key=times.__getitem__)
+    return (best if times[best] < _MARGIN * times[ATEN] else ATEN), times
 
-    :return: the faster kernel (oneDNN only when faster by the margin), and the two times in seconds
+
+def probe(rows: int, in_features: int, out_features: int, relu: bool) -> tuple[Plan, dict[str, dict[str, float]]]:
+    """
+    Time every way of each of the layer's three products on random tensors of this shape, at the current thread
+    count, from a generator of its own (the global random state is not touched).
+
+    :return: the fastest plan, and the measured seconds per product and way
     """
     generator = th.Generator().manual_seed(0)
-    x = th.randn(rows, in_features, generator=generator).requires_grad_(x_grad)
-    weight = th.randn(out_features, in_features, generator=generator).requires_grad_(weight_grad)
-    bias = th.randn(out_features, generator=generator).requires_grad_(weight_grad)
-    with th.enable_grad():
-        aten = _time_kernel(F.linear, x, weight, bias)
-        onednn = _time_kernel(_onednn, x, weight, bias)
-        aten = min(aten, _time_kernel(F.linear, x, weight, bias))  # alternate, so a slow phase hits both
-    return (ONEDNN if onednn < _ONEDNN_MARGIN * aten else ATEN), aten, onednn
+    x, grad = th.randn(rows, in_features, generator=generator), th.randn(rows, out_features, generator=generator)
+    weight = th.randn(out_features, in_features, generator=generator)
+    bias = th.randn(out_features, generator=generator)
+    ways = [ATEN, ONEDNN] if _HAS_ONEDNN_LINEAR else [ATEN]
+    with th.no_grad():
+        forward, forward_times = _fastest({way: lambda w=way: FORWARD[w](x, weight, bias, relu) for way in ways})
+        grad_input, input_times = _fastest({way: lambda w=way: GRAD_INPUT[w](grad, weight) for way in [*ways, "transposed"]})
+        grad_weight, weight_times = _fastest({way: lambda w=way: GRAD_WEIGHT[w](grad, x) for way in [*ways, "transposed"]})
+    times = {"forward": forward_times, "grad_input": input_times, "grad_weight": weight_times}
+    return Plan(forward, grad_input, grad_weight), times
 
 
 def _applies(x: th.Tensor, weight: th.Tensor) -> bool:
-    """oneDNN's product is available for these tensors (2-D float32 on the CPU)."""
-    return _HAS_ONEDNN_LINEAR and x.dim() == 2 and x.device.type == "cpu" and x.dtype == weight.dtype == th.float32
+    """The products of :class:`_Dense` apply to these tensors (2-D float32 on the CPU)."""
+    return x.dim() == 2 and x.device.type == "cpu" and x.dtype == weight.dtype == th.float32
 
 
-def chosen_kernel(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None = None) -> str:
-    """The kernel :func:`linear` uses for ``x`` (2-D) and ``weight`` (``[out, in]``): probed once per shape."""
+def chosen_plan(x: th.Tensor, weight: th.Tensor, relu: bool = False) -> Plan | None:
+    """The plan of :func:`linear` for ``x`` (2-D) and ``weight`` (``[out, in]``), probed once per shape;
+    ``None`` where only ``F.linear`` applies (other devices, dtypes or ranks)."""
+    if not _applies(x, weight):
+        return None
     override = kernel_override()
-    if override == ATEN or not _applies(x, weight):
-        return ATEN
+    if override == ATEN:
+        return _ATEN_PLAN
     if override == ONEDNN:
-        return ONEDNN
-    grad = th.is_grad_enabled()
-    key = (
-        x.shape[0],
-        weight.shape[1],
-        weight.shape[0],
-        grad and x.requires_grad,
-        grad and weight.requires_grad,
-        th.get_num_threads(),
-    )
+        return _ONEDNN_PLAN if _HAS_ONEDNN_LINEAR else _ATEN_PLAN
+    key = (x.shape[0], weight.shape[1], weight.shape[0], relu, th.get_num_threads())
     choice = _choices.get(key)
     if choice is None:
         if len(_choices) >= _MAX_PROBED_SHAPES:
-            return ATEN
-        choice = _choices[key] = probe(*key[:5])
+            return _ATEN_PLAN
+        choice = _choices[key] = probe(*key[:4])
     return choice[0]
 
 
 def kernel_choices() -> list[dict[str, object]]:
-    """What the probe chose so far in this process, one entry per shape, with both measured times."""
+    """What the probe chose so far in this process, one entry per shape, with the measured times (us)."""
     return [
         dict(
             rows=rows,
             in_features=in_features,
             out_features=out_features,
-            backward=x_grad or w_grad,
+            relu=relu,
             threads=threads,
-            kernel=kernel,
-            aten_us=round(aten * 1e6, 1),
-            onednn_us=round(onednn * 1e6, 1),
+            **dataclasses.asdict(plan),
+            times_us={product: {way: round(s * 1e6, 1) for way, s in ways.items()} for product, ways in times.items()},
         )
-        for (rows, in_features, out_features, x_grad, w_grad, threads), (kernel, aten, onednn) in _choices.items()
+        for (rows, in_features, out_features, relu, threads), (plan, times) in _choices.items()
     ]
 
 
 def describe_kernel_choices() -> str:
     """One line per probed shape, for verbose output."""
     return "\n".join(
-        f"  [{c['rows']} x {c['in_features']}] -> {c['out_features']}"
-        f"{' +backward' if c['backward'] else ''}, {c['threads']} thread(s): {c['kernel']} "
-        f"(aten {c['aten_us']} us, onednn {c['onednn_us']} us)"
+        f"  [{c['rows']} x {c['in_features']}] -> {c['out_features']}{' +relu' if c['relu'] else ''}, "
+        f"{c['threads']} thread(s): forward {c['forward']}, grad_input {c['grad_input']}, grad_weight {c['grad_weight']}"
         for c in kernel_choices()
     )
 
@@ -181,15 +215,45 @@ def reset_kernel_choices() -> None:
     _choices.clear()
 
 
-def linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None = None) -> th.Tensor:
-    """``F.linear(x, weight, bias)``, computed by the kernel :func:`chosen_kernel` picks."""
-    if chosen_kernel(x, weight, bias) == ONEDNN:
-        return _onednn(x, weight, bias)
-    return F.linear(x, weight, bias)
+def linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None = None, relu: bool = False) -> th.Tensor:
+    """``F.linear(x, weight, bias)`` (then ``relu`` if asked), computed as :func:`chosen_plan` says."""
+    plan = chosen_plan(x, weight, relu)
+    if plan is None:
+        out = F.linear(x, weight, bias)
+        return F.relu(out) if relu else out
+    if th.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        return _Dense.apply(x, weight, bias, relu, plan)
+    return FORWARD[plan.forward](x, weight, bias, relu)  # no graph to record (targets, acting)
 
 
-class Linear(th.nn.Linear):
+class Linear(nn.Linear):
     """``nn.Linear`` (same parameters and state dict) whose products use :func:`linear`."""
 
     def forward(self, x: th.Tensor) -> th.Tensor:
         return linear(x, self.weight, self.bias)
+
+
+class MLP(nn.Sequential):
+    """
+    ``nn.Sequential`` of layers as SB3's ``create_mlp`` builds them (same state-dict names), whose forward runs a
+    :class:`Linear` and the ``nn.ReLU`` after it as one :func:`linear` call with ``relu=True``.
+    """
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        modules = list(self)
+        index = 0
+        while index < len(modules):
+            module = modules[index]
+            fuse = (
+                isinstance(module, Linear)
+                and index + 1 < len(modules)
+                and type(modules[index + 1]) is nn.ReLU
+                and not modules[index + 1].inplace
+            )
+            if fuse:
+                x = linear(x, module.weight, module.bias, relu=True)
+                index += 2
+            else:
+                x = module(x)
+                index += 1
+        return x

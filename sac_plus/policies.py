@@ -35,7 +35,7 @@ from sac_plus.distributions import (
     categorical_expectation,
     squashed_gaussian_log_prob,
 )
-from sac_plus.linear import Linear
+from sac_plus.linear import MLP, Linear
 from sac_plus.monitor import DivergenceError, check_finite_observation
 
 INIT_SCHEMES = ("orthogonal", "pytorch")
@@ -111,7 +111,7 @@ def init_final_(weight: th.Tensor, bias: th.Tensor) -> None:
     nn.init.uniform_(bias, -3e-3, 3e-3)
 
 
-def mlp(input_dim: int, net_arch: list[int], activation_fn: type[nn.Module], init_scheme: str) -> nn.Sequential:
+def mlp(input_dim: int, net_arch: list[int], activation_fn: type[nn.Module], init_scheme: str) -> MLP:
     """Hidden layers only (the heads are added by the caller), initialised by ``init_scheme``."""
     layers: list[nn.Module] = []
     for width in net_arch:
@@ -120,7 +120,7 @@ def mlp(input_dim: int, net_arch: list[int], activation_fn: type[nn.Module], ini
             init_hidden_(layer.weight, layer.bias)
         layers += [layer, activation_fn()]
         input_dim = width
-    return nn.Sequential(*layers)
+    return MLP(*layers)
 
 
 def final_linear(input_dim: int, output_dim: int, init_scheme: str) -> nn.Linear:
@@ -147,14 +147,12 @@ def build_optimizer(
     return optimizer_class(params, lr=lr, **optimizer_kwargs)
 
 
-def q_network(
-    input_dim: int, net_arch: list[int], output_dim: int, activation_fn: type[nn.Module], init_scheme: str
-) -> nn.Sequential:
+def q_network(input_dim: int, net_arch: list[int], output_dim: int, activation_fn: type[nn.Module], init_scheme: str) -> MLP:
     """One Q-network laid out as SB3's ``create_mlp`` lays it out (``Linear, act, ..., Linear``), so that its
     state-dict names (``0.weight``, ``2.weight``, ...) are SB3's."""
     hidden = mlp(input_dim, net_arch, activation_fn, init_scheme)
     head = final_linear(net_arch[-1] if net_arch else input_dim, output_dim, init_scheme)
-    return nn.Sequential(*hidden, head)
+    return MLP(*hidden, head)
 
 
 class Critic(BaseModel):

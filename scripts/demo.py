@@ -11,12 +11,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from random_baseline import random_policy_return  # beside this script
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
 from sac_plus import SACPlus
-from sac_plus.evaluation import random_policy_return
 
 
 class EpisodeReturns(BaseCallback):

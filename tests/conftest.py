@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+import sys
 from typing import Any
 
 import gymnasium as gym
@@ -9,6 +11,9 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+
+# scripts/random_baseline.py: the random-policy baseline the demo and the learning tests share
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
 
 # Two CPU cores are shared by several processes: one intra-op thread keeps the small nets of the tests from
 # oversubscribing them (and makes their timings steadier).

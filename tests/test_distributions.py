@@ -18,7 +18,6 @@ from torch.distributions.transforms import TanhTransform
 
 from sac_plus import SACPlus
 from sac_plus.distributions import (
-    categorical_entropy,
     categorical_expectation,
     gaussian_log_prob,
     squashed_gaussian_log_prob,
@@ -168,28 +167,6 @@ def test_categorical_expectation_equals_explicit_sum():
     for b in range(7):
         explicit = sum(probs[b, a].item() * values[b, a].item() for a in range(5))
         assert result[b, 0].item() == pytest.approx(explicit, abs=1e-12)
-
-
-@pytest.mark.parametrize("n_actions", [2, 3, 6, 100])
-def test_categorical_entropy_of_uniform_logits_is_log_n(n_actions):
-    logits = th.full((4, n_actions), 3.7, dtype=F64)
-    th.testing.assert_close(categorical_entropy(logits), th.full((4, 1), math.log(n_actions), dtype=F64))
-
-
-def test_categorical_entropy_of_near_deterministic_policy_is_zero():
-    logits = th.tensor([[100.0, 0.0, 0.0, 0.0], [1000.0, -1000.0, 0.0, 5.0]], dtype=th.float32)
-    entropy = categorical_entropy(logits)
-    assert th.isfinite(entropy).all()
-    assert entropy.abs().max().item() < 1e-6
-
-
-def test_categorical_entropy_equals_explicit_sum():
-    logits = th.randn(5, 4, generator=th.Generator().manual_seed(3), dtype=F64)
-    entropy = categorical_entropy(logits)
-    for b in range(5):
-        z = sum(math.exp(v) for v in logits[b].tolist())
-        explicit = -sum(math.exp(v) / z * (v - math.log(z)) for v in logits[b].tolist())
-        assert entropy[b, 0].item() == pytest.approx(explicit, abs=1e-12)
 
 
 # ----------------------------------------------------------------------------------------------------------------

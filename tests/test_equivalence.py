@@ -232,7 +232,7 @@ def filled_model(variant: dict, width: int) -> SACPlus:
     return model
 
 
-@pytest.mark.parametrize("kernel", ["aten", "onednn"])
+@pytest.mark.parametrize("kernel", ["aten", "onednn", "auto"])
 @pytest.mark.parametrize("width", [32, 256])
 @pytest.mark.parametrize("variant", list(VARIANTS.values()), ids=list(VARIANTS))
 def test_train_matches_the_reference_update(monkeypatch, variant, width, kernel) -> None:

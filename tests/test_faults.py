@@ -18,6 +18,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecCheckNan
 
 from sac_plus import SACPlus
+from sac_plus.monitor import DIVERGENCE_CHECK_INTERVAL
 from sac_plus.sac import DivergenceError
 
 BOX = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
@@ -449,3 +450,36 @@ def test_numpy_integers_are_accepted_as_sb3_accepts_them(space_env, fast_kwargs)
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match=rf"target_update_interval={bad!r} is not valid; accepted: an integer >= 1"):
             SACPlus("MlpPolicy", space_env(BOX), target_update_interval=bad)
+
+
+@pytest.mark.parametrize("on_divergence", ["raise", "stop"])
+@pytest.mark.parametrize("action_space", [BOX, DISCRETE], ids=["box", "discrete"])
+def test_divergence_is_named_at_the_gpu_check_interval_too(space_env, fast_kwargs, action_space, on_divergence):
+    """
+    With the flags read only every 1000 updates (as on a GPU), NaN weights reach the policy's outputs before
+    the losses are checked: acting never samples from them (no multinomial error, no NaN action to the env), and
+    the error names the first non-finite update as with a check after every update.
+    """
+    model = SACPlus("MlpPolicy", space_env(action_space), on_divergence=on_divergence, **fast_kwargs(learning_starts=20))
+    model.learn(40)
+    model.monitor.check_interval = DIVERGENCE_CHECK_INTERVAL
+    model.monitor.next_check = model._n_updates + DIVERGENCE_CHECK_INTERVAL
+    first_poisoned_update = model._n_updates
+    poison_critic(model)
+    expected = rf"critic loss.*gradient update {first_poisoned_update} "
+    if on_divergence == "raise":
+        with pytest.raises(DivergenceError, match=expected):
+            model.learn(200, reset_num_timesteps=False)
+    else:
+        with pytest.warns(RuntimeWarning, match=expected + r".*on_divergence='stop'"):
+            model.learn(200, reset_num_timesteps=False)
+    assert model.num_timesteps < 100
+    assert np.all(np.isfinite(model.replay_buffer.actions[: model.replay_buffer.size()]))
+
+
+def test_predict_of_a_diverged_policy_raises_instead_of_returning_nan(space_env, fast_kwargs):
+    model = SACPlus("MlpPolicy", space_env(BOX), **fast_kwargs())
+    with th.no_grad():
+        model.actor.mu.weight.fill_(float("nan"))
+    with pytest.raises(DivergenceError, match=r"policy's outputs are non-finite"):
+        model.predict(np.zeros(3, dtype=np.float32))

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import gymnasium as gym
 import pytest
+from random_baseline import random_policy_return  # scripts/, put on the path by conftest.py
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
 from sac_plus import SACPlus
-from sac_plus.evaluation import random_policy_return
 
 pytestmark = pytest.mark.learning
 

@@ -1,4 +1,4 @@
-"""The baseline a trained agent is compared with: the return of a uniformly random policy."""
+"""The baseline the demo and the learning tests compare a trained agent with: a uniformly random policy's return."""
 
 from __future__ import annotations
 
