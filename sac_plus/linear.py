@@ -111,6 +111,39 @@ class _Dense(th.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
+def _bf16_forward(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None, relu: bool) -> th.Tensor:
+    out = x.to(th.bfloat16).mm(weight.to(th.bfloat16).t()).float()
+    if bias is not None:
+        out += bias
+    return out.relu_() if relu else out
+
+
+class _DenseBF16(th.autograd.Function):
+    """
+    :class:`_Dense` with its three products in bfloat16 (inputs rounded to 8 bits of mantissa, products
+    accumulated and returned in float32); parameters, gradients, bias, ReLU and everything else stay float32.
+    """
+
+    @staticmethod
+    def forward(ctx, x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None, relu: bool) -> th.Tensor:
+        out = _bf16_forward(x, weight, bias, relu)
+        ctx.save_for_backward(x, weight, out if relu else None)
+        ctx.relu, ctx.has_bias = relu, bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: th.Tensor):
+        x, weight, out = ctx.saved_tensors
+        grad = grad_out.contiguous()
+        if ctx.relu:
+            grad = th.ops.aten.threshold_backward(grad, out, 0)
+        grad16 = grad.to(th.bfloat16)
+        grad_x = grad16.mm(weight.to(th.bfloat16)).float() if ctx.needs_input_grad[0] else None
+        grad_w = grad16.t().mm(x.to(th.bfloat16)).float() if ctx.needs_input_grad[1] else None
+        grad_b = grad.sum(dim=0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b, None
+
+
 def kernel_override() -> str:
     """The kernel ``SAC_PLUS_LINEAR`` asks for (``auto`` when unset); a value outside :data:`KERNELS` is an error."""
     value = os.environ.get(KERNEL_ENV_VAR, AUTO).strip().lower() or AUTO
@@ -215,8 +248,26 @@ def reset_kernel_choices() -> None:
     _choices.clear()
 
 
-def linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None = None, relu: bool = False) -> th.Tensor:
-    """``F.linear(x, weight, bias)`` (then ``relu`` if asked), computed as :func:`chosen_plan` says."""
+MATMUL_DTYPES = ("float32", "bfloat16")
+
+
+def check_matmul_dtype(matmul_dtype: str) -> str:
+    if matmul_dtype not in MATMUL_DTYPES:
+        raise ValueError(f"matmul_dtype={matmul_dtype!r} is not understood; accepted: {', '.join(map(repr, MATMUL_DTYPES))}")
+    return matmul_dtype
+
+
+def linear(
+    x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None = None, relu: bool = False, bf16: bool = False
+) -> th.Tensor:
+    """
+    ``F.linear(x, weight, bias)`` (then ``relu`` if asked), computed as :func:`chosen_plan` says; with ``bf16``,
+    the products in bfloat16 (:class:`_DenseBF16`) on any device.
+    """
+    if bf16 and x.dtype == weight.dtype == th.float32 and x.dim() == 2:
+        if th.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+            return _DenseBF16.apply(x, weight, bias, relu)
+        return _bf16_forward(x, weight, bias, relu)
     plan = chosen_plan(x, weight, relu)
     if plan is None:
         out = F.linear(x, weight, bias)
@@ -227,10 +278,18 @@ def linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None = None, relu:
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters and state dict) whose products use :func:`linear`."""
+    """
+    ``nn.Linear`` (same parameters and state dict) whose products use :func:`linear`.
+
+    :param matmul_dtype: ``"float32"`` (default) or ``"bfloat16"`` for the products (see :class:`_DenseBF16`)
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, matmul_dtype: str = "float32", **kwargs):
+        super().__init__(in_features, out_features, bias, **kwargs)
+        self.bf16 = check_matmul_dtype(matmul_dtype) == "bfloat16"
 
     def forward(self, x: th.Tensor) -> th.Tensor:
-        return linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias, bf16=self.bf16)
 
 
 class MLP(nn.Sequential):
@@ -251,7 +310,7 @@ class MLP(nn.Sequential):
                 and not modules[index + 1].inplace
             )
             if fuse:
-                x = linear(x, module.weight, module.bias, relu=True)
+                x = linear(x, module.weight, module.bias, relu=True, bf16=module.bf16)
                 index += 2
             else:
                 x = module(x)

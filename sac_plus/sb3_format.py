@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 # Attributes of SACPlus that SB3's SAC does not have: left out of an exported zip
 SACPLUS_ONLY_DATA = ("target_entropy_scale", "_target_entropy_spec", "on_divergence")
 # Policy keywords of SACPlusPolicy that SB3's SACPolicy does not take
-SACPLUS_ONLY_POLICY_KWARGS = ("init_scheme",)
+SACPLUS_ONLY_POLICY_KWARGS = ("init_scheme", "matmul_dtype")
 
 
 def _sb3_data(model: SACPlus) -> dict[str, Any]:
