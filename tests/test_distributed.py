@@ -36,13 +36,13 @@ from sac_plus.distributed import (
     MAX_TIMEOUT_S,
     DistributedContext,
     DistributedSACPlus,
-    _parse_params,
     check_timeout,
     init_distributed,
     main,
     rank_seed,
     read_world,
 )
+from sac_plus.distributed.checks import check_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["batch_size=32", "learning_starts=100", "policy_kwargs={'net_arch': [32, 32]}"]
@@ -268,12 +268,10 @@ def test_bad_input_exits_2_before_the_rendezvous(args, message, capsys, monkeypa
 
 
 def test_good_params_pass_the_checks():
-    from sac_plus.distributed import _check_params
-
     items = ["batch_size=64", "learning_rate=1e-3", "train_freq=(2, 'step')", "ent_coef=auto_0.1", "ent_coef=0.05"]
     items += ["policy_kwargs={'net_arch': [8]}", "action_noise=None", "gamma=1", "use_sde=False"]
-    params = _parse_params(items)
-    assert _check_params(params) == params
+    params = parse_params(items)
+    assert check_params(params) == params
 
 
 def test_episode_train_freq_is_refused_with_several_ranks(space_env, fast_kwargs):
@@ -284,17 +282,33 @@ def test_episode_train_freq_is_refused_with_several_ranks(space_env, fast_kwargs
         DistributedSACPlus(model, DistributedContext(rank=0, world_size=2))
 
 
+def test_one_rank_stops_where_its_callback_says(space_env, fast_kwargs):
+    """With one rank there is nothing to agree on (and no collective): a stop ends training at once, as in SACPlus."""
+    from gymnasium import spaces
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Stop(BaseCallback):
+        def _on_step(self):
+            return self.n_calls < 37
+
+    model = SACPlus("MlpPolicy", space_env(spaces.Box(-1, 1, (1,))), **fast_kwargs(learning_starts=20, train_freq=4))
+    trainer = DistributedSACPlus(model, DistributedContext(rank=0, world_size=1))
+    trainer.learn(1000, callback=Stop())
+    # rollouts of 4 steps; one update after those ending at 24, 28, 32 and 36 (learning_starts=20)
+    assert (model.num_timesteps, model._n_updates) == (37, 4)
+
+
 def test_seeds_and_params():
     assert [rank_seed(7, rank) for rank in range(3)] == [7, 8, 9]
     assert [rank_seed(7, rank, n_envs=4) for rank in range(3)] == [7, 11, 15]
     assert rank_seed(None, 1) is None
-    assert _parse_params(["batch_size=64", "ent_coef=auto_0.1", "policy_kwargs={'net_arch': [8]}"]) == {
+    assert parse_params(["batch_size=64", "ent_coef=auto_0.1", "policy_kwargs={'net_arch': [8]}"]) == {
         "batch_size": 64,
         "ent_coef": "auto_0.1",
         "policy_kwargs": {"net_arch": [8]},
     }
     with pytest.raises(ValueError, match="KEY=VALUE"):
-        _parse_params(["batch_size"])
+        parse_params(["batch_size"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -315,12 +329,12 @@ WORKER = textwrap.dedent(
     ctx = init_distributed("gloo", timeout=60)
     result = {}
 
-    # 1. the hook: gradients averaged, a None gradient counts as zero, None everywhere stays None (not stepped)
+    # 1. the hook: gradients averaged; a parameter with a gradient on no rank (frozen) keeps None, not stepped
     a, b, c = (th.nn.Parameter(th.zeros(n)) for n in (3, 2, 1))
     optimizer = th.optim.SGD([a, b, c], lr=1.0)
     GradientAverager(optimizer, ctx, "test")
     a.grad = th.full((3,), 2.0 * ctx.rank + 1.0)
-    b.grad = th.full((2,), 4.0) if ctx.rank == 0 else None
+    b.grad = th.full((2,), 4.0 * (1 - ctx.rank))
     optimizer.step()
     result["hook"] = (a.detach().clone(), b.detach().clone(), c.detach().clone(), c.grad is None)
 
@@ -345,7 +359,7 @@ WORKER = textwrap.dedent(
     result["stopped"] = (model.num_timesteps, model._n_updates)
     th.save(result, f"{out}/rank{ctx.rank}.pt")
     destroy_distributed()
-    # leave as the CLI does (sac_plus/distributed.py, __main__): gloo's threads can abort interpreter finalisation
+    # leave as the CLI does (sac_plus/distributed/__main__.py): gloo's threads can abort interpreter finalisation
     sys.stdout.flush()
     os._exit(0)
     """

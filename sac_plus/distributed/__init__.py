@@ -1,15 +1,11 @@
 """
-Synchronous distributed SACPlus on ``torch.distributed``: one learner over several processes, on one
-machine or many, launched with ``torchrun``.
+Synchronous distributed SACPlus on ``torch.distributed``: one learner over several processes, on one machine or
+many, launched with ``torchrun``.
 
-Every process (rank) runs its own environments and fills its own replay buffer (a shard of the job's
-experience); every gradient step averages the gradients of the critics, the actor and the temperature over
-all ranks with one all-reduce per optimizer step (gloo on CPU, NCCL on GPUs), so all ranks hold bit-identical
-weights. Rank 0 logs, evaluates and saves; its zip is an ordinary SACPlus model.
-
-Command line (``--timesteps`` counts the env steps of *each* worker)::
-
-    torchrun --standalone --nproc-per-node 2 -m sac_plus.distributed --env Pendulum-v1 --timesteps 20000 --save runs/pendulum
+Every process (rank) runs its own environments and fills its own replay buffer (a shard of the job's experience);
+every gradient step averages the gradients of the critics, the actor and the temperature over all ranks with one
+all-reduce per optimizer step (gloo on CPU, NCCL on GPUs), so all ranks hold bit-identical weights. Rank 0 logs,
+evaluates and saves; its zip is an ordinary SACPlus model.
 
 Python API, for your own environments (run the script with ``torchrun``)::
 
@@ -22,54 +18,66 @@ or, with full control over the model::
     model = SACPlus("MlpPolicy", make_vec_env(make_my_env, seed=rank_seed(0, ctx.rank)), seed=rank_seed(0, ctx.rank))
     DistributedSACPlus(model, ctx).learn(20_000)
 
+The command line, ``torchrun --nproc-per-node 2 -m sac_plus.distributed --env Pendulum-v1 --timesteps 20000``, is
+:mod:`sac_plus.distributed.__main__` (its options, exit statuses and signal handling); the checks of what comes from
+outside (the torchrun variables, the backend, the timeout, the command line's input) are
+:mod:`sac_plus.distributed.checks`.
+
 Effective batch size: each gradient step averages ``world_size`` minibatches of ``batch_size`` samples, one from
 each rank's buffer, so it is a step on ``world_size * batch_size`` samples; the learning rate is *not* scaled.
 The design is the lecture's "simple synchronous way" (design.md, "Scale beyond one machine").
 
-Exit status of each worker of the command line (torchrun itself exits 1 whenever a worker fails, and lists the
-workers' statuses in its summary):
+How the ranks stay in step:
 
-- 0: trained (and saved); also on rank 0 when a peer is lost after training, at the final barrier (a warning);
-- 1: a collective or the rendezvous failed (:class:`DistributedError`: a peer died, hung or cannot be reached);
-- 2: bad command-line input or configuration (an option, ``--env``, a ``--params`` keyword or value,
-  the ``torchrun`` variables), found before training starts;
-- 128 + N: signal N (143: ``SIGTERM``) arrived during the final save, whose partial file was removed.
+- the weights: rank 0's are broadcast at the start, then every optimizer step is the same on every rank (a step
+  pre-hook replaces each gradient by its mean over the ranks, :class:`GradientAverager`);
+- the schedule: every rank must do the same gradient steps, each one a collective, so the model's structure and the
+  training schedule are checked equal on every rank at the start (a ``ValueError`` on every rank otherwise), and
+  ``train_freq`` must count steps, not episodes;
+- the end: a callback runs on rank 0 only, and a stop it asks for is agreed on by all ranks at the end of the rollout
+  (one all-reduce there), through the callback's ``on_step`` answer: all ranks stop at the same step;
+- rank and world size come from the process group once it is initialised; the variables ``torchrun`` sets are read
+  only to join it (its ``env://`` rendezvous), and for ``LOCAL_RANK``, which only they hold;
+- every collective that fails (a peer died, hung or cannot be reached within the timeout) raises
+  :class:`DistributedError`, naming the rank and the step; a peer lost at the final barrier, after training, is no
+  loss on rank 0 (:class:`DistributedWarning`).
 
 Multi-node use (where rank 0 runs, addresses, ports, firewalls): docs/distributed.md.
 """
 
 from __future__ import annotations
 
-import argparse
-import ast
 import contextlib
 import datetime
-import importlib
-import inspect
 import math
-import numbers
 import os
 import signal
-import socket
-import sys
 import threading
-import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import torch as th
 import torch.distributed as dist
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback, EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.type_aliases import MaybeCallback, TrainFrequencyUnit
 from stable_baselines3.common.vec_env import VecEnv
 
 from sac_plus.checkpoint import destination
+from sac_plus.distributed.checks import (
+    BACKENDS,
+    DEFAULT_TIMEOUT_S,
+    MAX_TIMEOUT_S,
+    check_backend,
+    check_count,
+    check_timeout,
+    read_local_rank,
+    read_world,
+)
 from sac_plus.sac import SACPlus
 
 __all__ = [
@@ -82,6 +90,8 @@ __all__ = [
     "DistributedWarning",
     "GradientAverager",
     "SaveInterrupted",
+    "check_backend",
+    "check_timeout",
     "destroy_distributed",
     "init_distributed",
     "main",
@@ -89,12 +99,6 @@ __all__ = [
     "read_world",
     "train_distributed",
 ]
-
-BACKENDS = ("auto", "gloo", "nccl")
-DEFAULT_TIMEOUT_S = 60.0
-# gloo counts a timeout in nanoseconds of an int64 (at most about 292 years) and refuses anything beyond: 30 days
-# is far below that and above any pause a job could mean to allow
-MAX_TIMEOUT_S = 30 * 86400.0
 
 _TIMEOUT_HINT = (
     "a peer process has probably died, hung or cannot be reached; every collective waits at most "
@@ -162,71 +166,16 @@ class DistributedContext:
         return f"rank {self.rank} of {self.world_size} ({self.backend})"
 
 
-def _parse_int(environ: Mapping[str, str], name: str, default: str | None = None) -> int:
-    value = environ.get(name, default)
-    if value is None:
-        raise ValueError(
-            f"{name} is not set: sac_plus.distributed must be started by torchrun (e.g. `torchrun --nproc-per-node 2 "
-            "-m sac_plus.distributed --env Pendulum-v1 --timesteps 20000`) or by a launcher that sets "
-            "WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT"
-        )
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{name}={value!r} is not valid; accepted: an integer") from None
-
-
-def read_world(environ: Mapping[str, str] | None = None) -> tuple[int, int, int]:
+def _group_context(timeout: float | None = None, local_rank: int = 0) -> DistributedContext:
     """
-    Read ``(rank, world_size, local_rank)`` from the variables ``torchrun`` sets.
+    This process's context in the initialised process group: rank, world size and backend as the group has them.
 
-    :param environ: the environment (``os.environ`` by default)
-    :raises ValueError: ``WORLD_SIZE`` or ``RANK`` missing or not an integer, ``WORLD_SIZE < 1``, a rank out of range,
-        or ``MASTER_ADDR``/``MASTER_PORT`` missing
+    :param timeout: the group's timeout, for messages (default: the one :func:`init_distributed` gave it, or NaN for
+        a group created by the caller, whose timeout is unknown)
     """
-    environ = os.environ if environ is None else environ
-    world_size = _parse_int(environ, "WORLD_SIZE")
-    if world_size < 1:
-        raise ValueError(f"WORLD_SIZE={world_size} is not valid; accepted: an integer >= 1 (the number of processes)")
-    rank = _parse_int(environ, "RANK")
-    if not 0 <= rank < world_size:
-        raise ValueError(f"RANK={rank} is not valid for WORLD_SIZE={world_size}; accepted: 0 <= RANK < WORLD_SIZE")
-    local_rank = _parse_int(environ, "LOCAL_RANK", "0")
-    if local_rank < 0:
-        raise ValueError(f"LOCAL_RANK={local_rank} is not valid; accepted: an integer >= 0")
-    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not environ.get(name)]
-    if missing:
-        raise ValueError(
-            f"{' and '.join(missing)} not set (WORLD_SIZE={world_size}, RANK={rank}): start the job with torchrun, "
-            "or set MASTER_ADDR and MASTER_PORT to the address and a free port of rank 0's machine"
-        )
-    return rank, world_size, local_rank
-
-
-def check_backend(backend: str) -> str:
-    """Raise a clear error for a backend this module does not support."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is not supported; accepted: {', '.join(map(repr, BACKENDS))}")
-    return backend
-
-
-def check_timeout(timeout: float) -> float:
-    """
-    Raise a clear error for a timeout that ``torch.distributed`` cannot use; return it as a float.
-
-    :param timeout: seconds, ``0 < timeout <= MAX_TIMEOUT_S`` (infinity overflows ``datetime.timedelta``, and gloo
-        refuses values past an int64 of nanoseconds)
-    """
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not math.isfinite(timeout)
-        or not 0 < timeout <= MAX_TIMEOUT_S
-    ):
-        raise ValueError(
-            f"timeout={timeout!r} is not valid; accepted: a finite number of seconds > 0 and <= {MAX_TIMEOUT_S:.0f} (30 days)"
-        )
-    return float(timeout)
+    if timeout is None:
+        timeout = math.nan if _group_timeout is None else _group_timeout
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend(), timeout)
 
 
 def _wants_cuda(device: th.device | str) -> bool:
@@ -247,45 +196,48 @@ def init_distributed(
     :param timeout: seconds the rendezvous and every collective wait for the other ranks before failing
         with :class:`DistributedError`; it must exceed the longest pause of rank 0 alone (evaluation, saving)
     :param device: the device the model will use (``"auto"``: a GPU when there is one)
-    :return: this rank's :class:`DistributedContext`; an already initialised process group is reused
+    :return: this rank's :class:`DistributedContext`; an already initialised process group is reused, with its rank,
+        world size and backend
     """
+    global _group_timeout
     check_backend(backend)
     timeout = check_timeout(timeout)
     if not dist.is_available():
         raise DistributedError("this build of torch has no torch.distributed support")
-    rank, world_size, local_rank = read_world()
+    joined = dist.is_initialized()
+    if joined:
+        # torch.distributed has no notion of a rank on this machine: LOCAL_RANK, set by torchrun, is its only source
+        local_rank = read_local_rank(os.environ)
+    else:
+        # Before the group exists, the variables torchrun sets are the only source of the rank and the world size
+        # (the env:// rendezvous below reads the same ones); afterwards they come from the group
+        rank, world_size, local_rank = read_world(os.environ)
     if backend == "auto":
         backend = "nccl" if _wants_cuda(device) else "gloo"
     if backend == "nccl":
         if not th.cuda.is_available():
             raise ValueError("backend='nccl' needs CUDA GPUs, and none is available; accepted on CPU: backend='gloo'")
         th.cuda.set_device(local_rank % th.cuda.device_count())
-    context = DistributedContext(rank, world_size, local_rank, backend, timeout)
-    if dist.is_initialized():
-        if dist.get_world_size() != world_size or dist.get_rank() != rank:
-            raise ValueError(
-                f"a process group is already initialised with rank {dist.get_rank()} of {dist.get_world_size()}, "
-                f"but the environment says rank {rank} of {world_size}"
+    if not joined:
+        try:
+            dist.init_process_group(
+                backend=backend,
+                init_method="env://",
+                rank=rank,
+                world_size=world_size,
+                timeout=datetime.timedelta(seconds=timeout),
             )
-        return DistributedContext(rank, world_size, local_rank, dist.get_backend(), timeout)
-    global _group_timeout
-    try:
-        dist.init_process_group(
-            backend=backend,
-            init_method="env://",
-            rank=rank,
-            world_size=world_size,
-            timeout=datetime.timedelta(seconds=timeout),
-        )
+        except Exception as exc:
+            # no group, so no context: the rank and the address are those of the variables the rendezvous used
+            joining = DistributedContext(rank, world_size, local_rank, backend, timeout)
+            address = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+            raise DistributedError(
+                f"{joining.describe()}: the rendezvous at {address} failed: {type(exc).__name__}: "
+                f"{str(exc).rstrip('. ')}. Hint: every rank must reach rank 0's MASTER_ADDR:MASTER_PORT and all "
+                f"WORLD_SIZE={world_size} ranks must start within timeout={timeout:g} s (--timeout)"
+            ) from exc
         _group_timeout = timeout
-    except Exception as exc:
-        address = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
-        raise DistributedError(
-            f"{context.describe()}: the rendezvous at {address} failed: {type(exc).__name__}: {str(exc).rstrip('. ')}. "
-            f"Hint: every rank must reach rank 0's MASTER_ADDR:MASTER_PORT and all WORLD_SIZE={world_size} ranks "
-            f"must start within timeout={timeout:g} s (--timeout)"
-        ) from exc
-    return context
+    return _group_context(timeout, local_rank)
 
 
 def destroy_distributed(wait_for_peers: bool = True) -> None:
@@ -302,9 +254,7 @@ def destroy_distributed(wait_for_peers: bool = True) -> None:
     global _group_timeout
     if not (dist.is_available() and dist.is_initialized()):
         return
-    context = DistributedContext(dist.get_rank(), dist.get_world_size(), backend=dist.get_backend(), timeout=math.nan)
-    if _group_timeout is not None:
-        context = DistributedContext(context.rank, context.world_size, backend=context.backend, timeout=_group_timeout)
+    context = _group_context()
     try:
         if wait_for_peers:
             _collective(context, _FINAL_BARRIER, dist.barrier)
@@ -340,7 +290,7 @@ def _collective(context: DistributedContext, what: str, function: Callable[[], A
 
 
 def _timeout_text(timeout: float) -> str:
-    # NaN: a process group that this module did not create, whose timeout it does not know
+    # NaN: a process group that this package did not create, whose timeout it does not know
     return "the process group's timeout" if math.isnan(timeout) else f"timeout={timeout:g} s"
 
 
@@ -391,9 +341,15 @@ class GradientAverager:
     An optimizer step pre-hook that replaces each gradient by its mean over all ranks, so every rank takes the
     same step from the same weights and the weights stay bit-identical.
 
-    All the optimizer's gradients travel in one flat buffer per (device, dtype): one collective per step. A
-    parameter whose gradient is ``None`` on some ranks counts as a zero gradient there; one whose gradient is
-    ``None`` on every rank keeps ``None`` (the optimizer skips it everywhere, as it would on one process).
+    All the optimizer's gradients travel in one flat buffer per (device, dtype): one collective per step.
+
+    Which parameters have a gradient is the same on every rank: SACPlus's losses are the same graph on every rank
+    (the model's structure is checked equal at the start, and no loss branches on the data), and each of its
+    optimizers holds only parameters of its own loss. So each parameter has a gradient on every rank, or on none: one
+    frozen by the user (``requires_grad_(False)``, e.g. a pretrained features extractor) or left unused by a custom
+    features extractor. Those are skipped, as the optimizer skips them everywhere. The gradients are dense: sparse ones
+    come only from layers such as ``nn.Embedding(sparse=True)``, which SACPlus's networks do not have (and Adam, its
+    optimizer, refuses them).
 
     :param optimizer: the optimizer whose gradients to average
     :param context: this rank's context
@@ -414,39 +370,19 @@ class GradientAverager:
         self.n_steps += 1
         if self.context.world_size == 1:
             return  # the mean of one gradient is itself
-        groups: dict[tuple[th.device, th.dtype], list[th.Tensor]] = {}
+        buffers: dict[tuple[th.device, th.dtype], list[th.Tensor]] = {}
         for group in optimizer.param_groups:
             for param in group["params"]:
-                groups.setdefault((param.device, param.dtype), []).append(param)
+                if param.grad is not None:
+                    buffers.setdefault((param.grad.device, param.grad.dtype), []).append(param.grad)
         what = f"the all-reduce of the {self.name} gradients at step {self.n_steps}"
-        for params in groups.values():
-            self._average(params, what)
-
-    def _average(self, params: list[th.Tensor], what: str) -> None:
-        grads = [param.grad for param in params]
-        if any(grad is not None and grad.is_sparse for grad in grads):
-            raise ValueError(f"{self.name}: sparse gradients are not supported by sac_plus.distributed")
-        template = params[0]
-        present = th.tensor([grad is not None for grad in grads], dtype=template.dtype, device=template.device)
-        flat = th.cat(
-            [
-                (grad if grad is not None else th.zeros_like(param)).reshape(-1)
-                for param, grad in zip(params, grads, strict=True)
-            ]
-            + [present]
-        )
-        _all_reduce(self.context, flat, what)
-        # the counts are read (a host synchronisation on a GPU) only when this rank lacks a gradient
-        counts = flat[-len(params) :].tolist() if any(grad is None for grad in grads) else [1.0] * len(params)
-        flat = flat[: -len(params)].div_(self.context.world_size)
-        offset = 0
-        for param, grad, count in zip(params, grads, counts, strict=True):
-            chunk = flat[offset : offset + param.numel()].view_as(param)
-            offset += param.numel()
-            if grad is not None:
-                grad.copy_(chunk)
-            elif count > 0:
-                param.grad = chunk
+        for grads in buffers.values():
+            flat = _all_reduce(self.context, th.cat([grad.reshape(-1) for grad in grads]), what)
+            flat.div_(self.context.world_size)
+            offset = 0
+            for grad in grads:
+                grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+                offset += grad.numel()
 
 
 def _model_optimizers(model: SACPlus) -> dict[str, th.optim.Optimizer]:
@@ -458,13 +394,22 @@ def _model_optimizers(model: SACPlus) -> dict[str, th.optim.Optimizer]:
 
 class _SynchronizedStop(BaseCallback):
     """
-    Runs rank 0's callback (other ranks have none) and makes every rank stop at the same rollout end.
+    Runs rank 0's callback (other ranks have none) and makes every rank stop at the same step.
 
     A callback that stops training on rank 0 alone would leave the other ranks waiting in the next all-reduce
     until the timeout. Here a stop request is held until the last env step of the rollout, where one all-reduce
-    (MAX of the flags) tells every rank whether any rank wants to stop; they all stop at that same step, before
-    the gradient steps of that rollout. With no callback on any rank nothing can stop early, and no collective
+    (MAX of the flags) tells every rank whether any rank wants to stop; this callback's ``on_step`` answers ``False``
+    there on every rank, so all stop at that same step, before the gradient steps of that rollout.
+
+    The rollout's last step is found with the callback API alone: a rollout starts with ``on_rollout_start`` and is
+    ``model.train_freq`` calls of ``on_step`` (one per step of the VecEnv; ``train_freq`` counts steps, not episodes,
+    whenever there are several ranks), so this callback counts them. With one rank nothing needs agreeing and the
+    callback's answer stops training at once; with no callback on any rank nothing can stop early, and no collective
     is spent.
+
+    :param callback: rank 0's callback (``None`` on the other ranks)
+    :param context: this rank's context
+    :param synchronize: whether to agree on stopping (several ranks, and a callback on rank 0)
     """
 
     def __init__(self, callback: MaybeCallback, context: DistributedContext, synchronize: bool):
@@ -477,6 +422,7 @@ class _SynchronizedStop(BaseCallback):
         self.context = context
         self.synchronize = synchronize
         self.stop_requested = False
+        self.rollout_steps = 0
 
     def _init_callback(self) -> None:
         if self.callback is not None:
@@ -487,13 +433,17 @@ class _SynchronizedStop(BaseCallback):
             self.callback.on_training_start(self.locals, self.globals)
 
     def _on_rollout_start(self) -> None:
+        self.rollout_steps = 0
         if self.callback is not None:
             self.callback.on_rollout_start()
 
     def _on_step(self) -> bool:
-        if self.callback is not None and not self.callback.on_step():
-            self.stop_requested = True
-        if not self.synchronize or self.locals["num_collected_steps"] < self.locals["train_freq"].frequency:
+        self.rollout_steps += 1
+        wants_to_continue = self.callback is None or self.callback.on_step()
+        if not self.synchronize:
+            return wants_to_continue
+        self.stop_requested |= not wants_to_continue
+        if self.rollout_steps < self.model.train_freq.frequency:
             return True
         flag = th.tensor([float(self.stop_requested)])
         _all_reduce(self.context, flag, "the all-reduce of the stop flags at the end of a rollout", op=dist.ReduceOp.MAX)
@@ -529,15 +479,14 @@ class DistributedSACPlus:
     batch-norm running statistics if the networks have any (only gradients are averaged); rank 0's are saved.
 
     :param model: this rank's model
-    :param context: this rank's context (default: the initialised process group, see :func:`init_distributed`)
+    :param context: this rank's context (default: that of the initialised process group, see :func:`init_distributed`)
     """
 
     def __init__(self, model: SACPlus, context: DistributedContext | None = None):
         if context is None:
             if not (dist.is_available() and dist.is_initialized()):
                 raise ValueError("no process group is initialised: call init_distributed() first, or pass context=")
-            timeout = math.nan if _group_timeout is None else _group_timeout
-            context = DistributedContext(dist.get_rank(), dist.get_world_size(), backend=dist.get_backend(), timeout=timeout)
+            context = _group_context()
         self.model = model
         self.context = context
         self._check_model()
@@ -647,10 +596,12 @@ class DistributedSACPlus:
             "n_updates": model._n_updates,
         }
         self._check_same("the training schedule", fields)
-        has_callback = th.tensor([float(self.is_main and callback is not None)])
+        synchronize = False
         if self.world_size > 1:
+            has_callback = th.tensor([float(self.is_main and callback is not None)])
             _all_reduce(self.context, has_callback, "the all-reduce of the callback flags", op=dist.ReduceOp.MAX)
-        synced = _SynchronizedStop(callback if self.is_main else None, self.context, bool(has_callback.item()))
+            synchronize = bool(has_callback.item())
+        synced = _SynchronizedStop(callback if self.is_main else None, self.context, synchronize)
         return model.learn(
             total_timesteps,
             callback=synced,
@@ -758,8 +709,8 @@ def train_distributed(
     for reserved in ("seed", "env"):
         if reserved in sac_kwargs:
             raise ValueError(f"sac_kwargs[{reserved!r}] is set per rank by train_distributed; pass {reserved}= instead")
-    _check_count("total_timesteps", total_timesteps)
-    _check_count("n_envs", n_envs)
+    check_count("total_timesteps", total_timesteps)
+    check_count("n_envs", n_envs)
     was_initialized = dist.is_available() and dist.is_initialized()
     device = sac_kwargs.get("device", "auto")
     context = init_distributed(backend, timeout, device=device)
@@ -830,281 +781,12 @@ def _leave_after_training(context: DistributedContext, saved: bool) -> str | Non
     return None
 
 
-def _check_count(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name}={value!r} is not valid; accepted: an integer >= 1")
-
-
-def _parse_params(items: list[str]) -> dict[str, Any]:
-    params = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--params {item!r} is not valid; accepted: KEY=VALUE, e.g. batch_size=256")
-        try:
-            params[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            params[key] = value  # a plain string, e.g. ent_coef=auto_0.1
-    return params
-
-
-# SACPlus arguments that the command line sets itself, each with the option that sets it
-_OWN_OPTIONS = {
-    "policy": "--policy",
-    "env": "--env",
-    "seed": "--seed",
-    "device": "--device",
-    "verbose": "--verbose",
-    "tensorboard_log": "--tensorboard-log",
-}
-# What a Python literal (all that --params can write) may be, by the type names of SACPlus's annotations; a name not
-# here (Schedule, ActionNoise, a class) cannot be written as a literal
-_LITERAL_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "int": ((int,), "an integer"),
-    "float": ((int, float), "a number"),
-    "bool": ((bool,), "True or False"),
-    "str": ((str,), "a string"),
-    "None": ((type(None),), "None"),
-    "dict": ((dict,), "a dict"),
-    "list": ((list,), "a list"),
-    "tuple": ((tuple,), "a tuple"),
-}
-
-
-def _sac_keywords() -> dict[str, str]:
-    """SACPlus's keywords that ``--params`` may set, with their annotations as text."""
-    keywords = {}
-    for name, parameter in inspect.signature(SACPlus.__init__).parameters.items():
-        if name in ("self", *_OWN_OPTIONS) or name.startswith("_") or parameter.kind is not parameter.POSITIONAL_OR_KEYWORD:
-            continue
-        annotation = parameter.annotation
-        keywords[name] = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
-    return keywords
-
-
-def _check_params(params: dict[str, Any]) -> dict[str, Any]:
-    """
-    Check the ``--params`` keywords before any process starts training: each must be a SACPlus keyword without an
-    option of its own, and its value of a type that the keyword's annotation allows.
-
-    :raises ValueError: naming the keyword, what it got and what it accepts
-    """
-    keywords = _sac_keywords()
-    for key, value in params.items():
-        if key in _OWN_OPTIONS:
-            raise ValueError(f"--params {key}=...: {key} is set with {_OWN_OPTIONS[key]}, not with --params")
-        if key not in keywords:
-            raise ValueError(f"--params {key}=...: {key!r} is not a SACPlus keyword; accepted: {', '.join(sorted(keywords))}")
-        names = [part.split("[")[0].strip() for part in keywords[key].split("|")]
-        allowed = [_LITERAL_TYPES[name] for name in names if name in _LITERAL_TYPES]
-        types = tuple(t for entry in allowed for t in entry[0])
-        if not types:
-            continue  # no annotation this check understands
-        # bool is an int to isinstance, but True is no batch size
-        if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
-            continue
-        read_as = " (it is not a Python literal, so it was read as a string)" if isinstance(value, str) else ""
-        raise ValueError(
-            f"--params {key}={value!r} is not valid{read_as}: SACPlus's {key} takes {keywords[key]}; accepted: "
-            + " or ".join(description for _, description in allowed)
-            + ", written as a Python literal"
-        )
-    return params
-
-
-def _check_env_id(env_id: str) -> None:
-    """
-    Check that ``env_id`` names a registered Gymnasium env (``module:Id`` first imports ``module``, as ``gym.make``
-    does), so that a typo fails before the rendezvous instead of in every worker's traceback.
-
-    :raises ValueError: naming the id, Gymnasium's reason and what is accepted
-    """
-    module, _, name = env_id.rpartition(":")
-    try:
-        if module:
-            importlib.import_module(module)
-        gym.spec(name)
-    except (gym.error.Error, ImportError) as exc:
-        raise ValueError(
-            f"--env {env_id!r} is not valid: {type(exc).__name__}: {exc}; accepted: a registered Gymnasium env id, "
-            "e.g. Pendulum-v1, or 'module:Id-v0' to import the module that registers it"
-        ) from None
-
-
-def _check_device(device: str) -> None:
-    if device == "auto":
-        return
-    try:
-        th.device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise ValueError(f"--device {device!r} is not valid: {exc}; accepted: auto, cpu, cuda or cuda:N") from None
-
-
-def _int_at_least(lowest: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= ``lowest`` (argparse turns the error into exit status 2 with the usage)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < lowest:
-            raise argparse.ArgumentTypeError(f"{text!r} is not valid; accepted: an integer >= {lowest}")
-        return value
-
-    return parse
-
-
-def _timeout_arg(text: str) -> float:
-    try:
-        return check_timeout(float(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not valid; accepted: a finite number of seconds > 0 and <= {MAX_TIMEOUT_S:.0f} (30 days)"
-        ) from None
-
-
-def _argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="torchrun --nproc-per-node N -m sac_plus.distributed",
-        description="Synchronous distributed SACPlus: each worker collects with its own envs and buffer, gradients are "
-        "averaged over the workers at every step; rank 0 logs, evaluates and saves. "
-        "Each gradient step sees N x batch_size samples; the learning rate is not scaled. Exit status of a worker: "
-        "0 done, 1 a collective or the rendezvous failed, 2 bad input, 143 SIGTERM during the final save.",
-    )
-    parser.add_argument("--env", required=True, help="Gymnasium env id, e.g. Pendulum-v1")
-    parser.add_argument("--timesteps", type=_int_at_least(1), required=True, help="env steps per worker (>= 1)")
-    parser.add_argument("--save", default=None, help="where rank 0 saves the model zip (.zip is appended if missing)")
-    parser.add_argument("--backend", default="auto", choices=BACKENDS, help="gloo (CPU), nccl (GPU), auto (default)")
-    parser.add_argument(
-        "--timeout",
-        type=_timeout_arg,
-        default=DEFAULT_TIMEOUT_S,
-        help="seconds the rendezvous and each all-reduce wait for the other workers (default %(default)s, "
-        f"at most {MAX_TIMEOUT_S:.0f})",
-    )
-    parser.add_argument("--seed", type=_int_at_least(0), default=0, help="job seed; worker r uses seed + r * n_envs")
-    parser.add_argument("--n-envs", type=_int_at_least(1), default=1, help="envs per worker")
-    parser.add_argument("--policy", default="MlpPolicy", choices=sorted(SACPlus.policy_aliases))
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument(
-        "--params",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="SACPlus keywords, e.g. batch_size=256 learning_rate=1e-3 \"policy_kwargs={'net_arch': [64, 64]}\"",
-    )
-    parser.add_argument(
-        "--eval-freq", type=_int_at_least(0), default=0, help="evaluate on rank 0 every N steps (0: only at the end)"
-    )
-    parser.add_argument(
-        "--eval-episodes", type=_int_at_least(0), default=10, help="episodes per evaluation on rank 0 (0: none)"
-    )
-    parser.add_argument("--log-interval", type=_int_at_least(1), default=4, help="episodes between log dumps on rank 0")
-    parser.add_argument("--tensorboard-log", default=None, help="tensorboard folder (rank 0)")
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="rank 0's verbosity (others: 0)")
-    parser.add_argument("--progress-bar", action="store_true")
-    return parser
-
-
-def _error(message: Any, status: int) -> int:
-    print(f"sac_plus.distributed: error: {message}", file=sys.stderr, flush=True)
-    return status
-
-
 def main(argv: list[str] | None = None) -> int:
     """
-    The command line; returns the worker's exit status (see the module's docstring): 0 done, 1 a collective or the
-    rendezvous failed, 2 bad input (argparse's own errors exit 2 with the usage), 128 + N a signal during the final
-    save. Every error is one line on stderr that says what failed.
+    The command line, ``python -m sac_plus.distributed`` (see :mod:`sac_plus.distributed.__main__`); returns the
+    worker's exit status.
     """
-    args = _argument_parser().parse_args(argv)
-    # The input is checked before the rendezvous: every worker has the same, so every worker stops here at once
-    try:
-        sac_kwargs = _check_params(_parse_params(args.params))
-        _check_env_id(args.env)
-        _check_device(args.device)
-    except ValueError as exc:
-        return _error(exc, 2)
-    sac_kwargs.update(device=args.device, verbose=args.verbose, tensorboard_log=args.tensorboard_log)
-    try:
-        context = init_distributed(args.backend, args.timeout, device=args.device)
-    except DistributedError as exc:
-        return _error(exc, 1)
-    except ValueError as exc:  # not started by torchrun, or no GPU for NCCL
-        return _error(exc, 2)
-    callback = None
-    eval_env = None
-    start = time.perf_counter()
-    try:
-        if args.eval_freq > 0 and args.eval_episodes > 0 and context.is_main:
-            eval_env = make_vec_env(args.env, n_envs=1, seed=args.seed + 10_000)
-            callback = EvalCallback(
-                eval_env, n_eval_episodes=args.eval_episodes, eval_freq=args.eval_freq, verbose=args.verbose
-            )
-        # the process group is ours: train_distributed leaves it open, and the final barrier is handled below
-        model = train_distributed(
-            args.env,
-            args.timesteps,
-            sac_kwargs,
-            args.save,
-            policy=args.policy,
-            n_envs=args.n_envs,
-            seed=args.seed,
-            backend=args.backend,
-            timeout=args.timeout,
-            callback=callback,
-            log_interval=args.log_interval,
-            progress_bar=args.progress_bar,
-        )
-    except DistributedError as exc:
-        destroy_distributed(wait_for_peers=False)
-        return _error(exc, 1)
-    except ValueError as exc:
-        destroy_distributed(wait_for_peers=False)
-        return _error(exc, 2)
-    except SaveInterrupted as exc:
-        destroy_distributed(wait_for_peers=False)
-        return _error(f"{context.describe()}: {exc}", exc.code)
-    finally:
-        if eval_env is not None:
-            eval_env.close()
-    seconds = time.perf_counter() - start
-    try:
-        lost = _leave_after_training(context, saved=args.save is not None)
-    except DistributedError as exc:
-        return _error(exc, 1)
-    if lost is not None:
-        print(f"sac_plus.distributed: warning: {lost}", file=sys.stderr, flush=True)
-    if context.is_main:
-        world_size = context.world_size
-        steps = world_size * model.num_timesteps
-        print(
-            f"sac_plus.distributed: {world_size} worker(s), {steps} env steps, {model._n_updates} updates of "
-            f"{world_size} x {model.batch_size} samples in {seconds:.1f} s "
-            f"({steps / seconds:.0f} env steps/s, {model._n_updates / seconds:.1f} updates/s)",
-            flush=True,
-        )
-        if args.save is not None:
-            # the absolute path and the host: with several machines, rank 0 may not run where torchrun was started
-            saved = os.path.abspath(destination(args.save, "zip"))
-            print(f"sac_plus.distributed: saved {saved} on host {socket.gethostname()}", flush=True)
-        if args.eval_episodes > 0:
-            final_env = make_vec_env(args.env, n_envs=1, seed=args.seed + 20_000)
-            mean, std = evaluate_policy(model, final_env, n_eval_episodes=args.eval_episodes, deterministic=True)
-            final_env.close()
-            print(f"sac_plus.distributed: mean return over {args.eval_episodes} episodes: {mean:.1f} +- {std:.1f}", flush=True)
-    model.logger.close()  # flushes TensorBoard and CSV output: the command leaves with os._exit (below)
-    return 0
+    # imported here, not at the top: the command line imports this package
+    from sac_plus.distributed.__main__ import main as command_line
 
-
-if __name__ == "__main__":
-    status = main()
-    # Leave without the interpreter's teardown, whatever the status. After a failed collective, gloo's threads still
-    # wait in a receive from the dead peer and cannot be torn down. After a success (barrier, then
-    # destroy_process_group), a worker still aborted at exit now and then ("terminate called without an active
-    # exception", SIGABRT; once in CI, 0 of 35 runs here): gloo's C++ threads are destroyed during interpreter
-    # finalisation (pytorch/pytorch#179291). The model zip and the logs are closed by now; stdout/stderr are flushed.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+    return command_line(argv)
