@@ -30,6 +30,7 @@ learning-tests: setup
 lint: setup
 	$(PY) -m ruff check sac_plus tests benchmarks scripts
 	$(PY) -m ruff format --check sac_plus tests benchmarks scripts
+	$(PY) -m mypy sac_plus
 
 format: setup
 	$(PY) -m ruff format sac_plus tests benchmarks scripts

@@ -4,6 +4,6 @@ from sac_plus.buffers import DeviceReplayBuffer
 from sac_plus.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SACPlusPolicy
 from sac_plus.sac import SACPlus
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["CnnPolicy", "DeviceReplayBuffer", "MlpPolicy", "MultiInputPolicy", "SACPlus", "SACPlusPolicy", "__version__"]

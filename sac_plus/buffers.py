@@ -213,7 +213,7 @@ class DeviceReplayBuffer(ReplayBuffer):
     # -- device and pickling -----------------------------------------------------------------------------------
 
     @property
-    def device(self) -> th.device:  # type: ignore[override]
+    def device(self) -> th.device:
         return self._device
 
     @device.setter
@@ -295,7 +295,7 @@ class DeviceReplayBuffer(ReplayBuffer):
         batch_inds = th.randint(0, upper_bound, (batch_size,), device=self.device)
         return self._get_samples(batch_inds, env=env)
 
-    def _get_samples(  # type: ignore[override]
+    def _get_samples(
         self,
         batch_inds: np.ndarray | th.Tensor,
         env: VecNormalize | None = None,

@@ -23,7 +23,7 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gymnasium import spaces
 from stable_baselines3.common.save_util import json_to_data, open_path
@@ -37,7 +37,11 @@ if TYPE_CHECKING:
     from stable_baselines3.common.type_aliases import GymEnv
     from stable_baselines3.common.vec_env import VecEnv
 
+    from sac_plus.sac import SACPlus
+
 PathOrFile = str | os.PathLike | io.BufferedIOBase
+# SACPlus or a subclass of it: what load_model reads a file into (sac.py imports this module, hence the string)
+SACPlusT = TypeVar("SACPlusT", bound="SACPlus")
 
 # The kinds of model zip that :func:`inspect_checkpoint` tells apart
 SACPLUS = "sacplus"
@@ -201,7 +205,8 @@ def inspect_checkpoint(path: PathOrFile, custom_objects: dict[str, Any] | None =
     """
     path = resolve_load_path(path)
     name = describe(path)
-    start = None if isinstance(path, (str, os.PathLike)) else path.tell()
+    file = None if isinstance(path, (str, os.PathLike)) else path
+    start = 0 if file is None else file.tell()
     not_a_zip = ValueError(
         f"{name} is not a model file: it is not a valid zip archive (a model saved by SACPlus or SB3 is a "
         "zip file; this one may be truncated, e.g. by an interrupted copy or download, or be another kind of file)"
@@ -209,8 +214,8 @@ def inspect_checkpoint(path: PathOrFile, custom_objects: dict[str, Any] | None =
     try:
         if not zipfile.is_zipfile(path):
             raise not_a_zip
-        if start is not None:
-            path.seek(start)
+        if file is not None:
+            file.seek(start)
         try:
             with zipfile.ZipFile(path) as archive:
                 members = archive.namelist()
@@ -230,8 +235,8 @@ def inspect_checkpoint(path: PathOrFile, custom_objects: dict[str, Any] | None =
         except (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError) as error:
             raise ValueError(f"{name} is corrupted: {type(error).__name__}: {error}") from error
     finally:
-        if start is not None:
-            path.seek(start)
+        if file is not None:
+            file.seek(start)
     try:
         raw = json.loads(raw_json)
     except json.JSONDecodeError as error:
@@ -322,7 +327,7 @@ def _use_fast_optimizer_kernels(optimizer: Any, optimizer_kwargs: dict[str, Any]
         group.update({key: fresh_group[key] for key in IMPLEMENTATION_KEYS if key in fresh_group})
 
 
-def adopt_sb3_model(model: BaseAlgorithm) -> None:
+def adopt_sb3_model(model: SACPlus) -> None:
     """Finish reading an SB3 SAC zip: drop SB3-only attributes, use SACPlus's optimizer kernels."""
     for key in SB3_ONLY_DATA:
         model.__dict__.pop(key, None)
@@ -344,8 +349,8 @@ def layout_hint(error: BaseException) -> str:
 
 
 def load_model(
-    algorithm_class: type[BaseAlgorithm],
-    sb3_load: Callable[..., BaseAlgorithm],
+    algorithm_class: type[SACPlusT],
+    sb3_load: Callable[..., SACPlusT],
     path: PathOrFile,
     sb3_sac_only: bool,
     env: GymEnv | None,
@@ -354,7 +359,7 @@ def load_model(
     print_system_info: bool,
     force_reset: bool,
     **kwargs: Any,
-) -> BaseAlgorithm:
+) -> SACPlusT:
     """
     ``SACPlus.load`` and ``SACPlus.load_from_sb3``: inspect the file once (:func:`inspect_checkpoint`), check the
     env's spaces, then read it with SB3's ``load`` (``sb3_load``). A zip of ``stable_baselines3.SAC`` is read with

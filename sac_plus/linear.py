@@ -22,6 +22,7 @@ of four, the ReLU applied in place to the fresh product, and its backward a sing
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -187,9 +188,13 @@ def probe(rows: int, in_features: int, out_features: int, relu: bool) -> tuple[P
     bias = th.randn(out_features, generator=generator)
     ways = [ATEN, ONEDNN] if _HAS_ONEDNN_LINEAR else [ATEN]
     with th.no_grad():
-        forward, forward_times = _fastest({way: lambda w=way: FORWARD[w](x, weight, bias, relu) for way in ways})
-        grad_input, input_times = _fastest({way: lambda w=way: GRAD_INPUT[w](grad, weight) for way in [*ways, "transposed"]})
-        grad_weight, weight_times = _fastest({way: lambda w=way: GRAD_WEIGHT[w](grad, x) for way in [*ways, "transposed"]})
+        forward, forward_times = _fastest({way: functools.partial(FORWARD[way], x, weight, bias, relu) for way in ways})
+        grad_input, input_times = _fastest(
+            {way: functools.partial(GRAD_INPUT[way], grad, weight) for way in [*ways, "transposed"]}
+        )
+        grad_weight, weight_times = _fastest(
+            {way: functools.partial(GRAD_WEIGHT[way], grad, x) for way in [*ways, "transposed"]}
+        )
     times = {"forward": forward_times, "grad_input": input_times, "grad_weight": weight_times}
     return Plan(forward, grad_input, grad_weight), times
 
@@ -303,13 +308,12 @@ class MLP(nn.Sequential):
         index = 0
         while index < len(modules):
             module = modules[index]
-            fuse = (
+            if (
                 isinstance(module, Linear)
                 and index + 1 < len(modules)
                 and type(modules[index + 1]) is nn.ReLU
                 and not modules[index + 1].inplace
-            )
-            if fuse:
+            ):
                 x = linear(x, module.weight, module.bias, relu=True, bf16=module.bf16)
                 index += 2
             else:

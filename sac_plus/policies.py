@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -131,12 +132,15 @@ def final_linear(input_dim: int, output_dim: int, init_scheme: str) -> nn.Linear
 
 
 def build_optimizer(
-    optimizer_class: type[th.optim.Optimizer], params, lr: float, optimizer_kwargs: dict[str, Any]
+    optimizer_class: Callable[..., th.optim.Optimizer], params, lr: float, optimizer_kwargs: dict[str, Any]
 ) -> th.optim.Optimizer:
     """
     ``optimizer_class(params, lr=lr, **optimizer_kwargs)``, with Adam and AdamW fused when the caller chose neither
     ``foreach`` nor ``fused`` and the device has fused kernels: one kernel for all parameters instead of ~10 small
     operations per parameter (about 5x cheaper per step on a CPU, the same update rule).
+
+    :param optimizer_class: an optimizer class such as ``th.optim.Adam`` (typed as what it is called as: the base
+        ``th.optim.Optimizer`` takes ``defaults``, not ``lr``)
     """
     params = list(params)
     if optimizer_class in (th.optim.Adam, th.optim.AdamW) and not {"foreach", "fused"} & optimizer_kwargs.keys():
@@ -199,7 +203,11 @@ class Critic(BaseModel):
         )
         self.takes_action = isinstance(action_space, spaces.Box)
         input_dim = features_dim + (get_action_dim(action_space) if self.takes_action else 0)
-        output_dim = 1 if self.takes_action else int(action_space.n)
+        if self.takes_action:
+            output_dim = 1
+        else:
+            assert isinstance(action_space, spaces.Discrete)  # SACPlus's other action space (check_action_space)
+            output_dim = int(action_space.n)
         self.n_critics = check_positive_int(n_critics, "n_critics")
         self.share_features_extractor = share_features_extractor
         self.q_networks: list[nn.Module] = []
@@ -212,7 +220,7 @@ class Critic(BaseModel):
         # A shared features extractor is trained by the actor loss only (SB3's convention)
         with th.set_grad_enabled(not self.share_features_extractor):
             features = self.extract_features(obs, self.features_extractor)
-        q_input = th.cat([features, actions], dim=1) if self.takes_action else features
+        q_input = self._q_input(features, actions)
         return tuple(q_net(q_input) for q_net in self.q_networks)
 
     def q1_forward(self, obs: PyTorchObs, actions: th.Tensor | None = None) -> th.Tensor:
@@ -220,7 +228,14 @@ class Critic(BaseModel):
         actor losses)."""
         with th.no_grad():
             features = self.extract_features(obs, self.features_extractor)
-        return self.q_networks[0](th.cat([features, actions], dim=1) if self.takes_action else features)
+        return self.q_networks[0](self._q_input(features, actions))
+
+    def _q_input(self, features: th.Tensor, actions: th.Tensor | None) -> th.Tensor:
+        """What the Q-networks read: the features, followed by the actions for Box actions."""
+        if not self.takes_action:
+            return features
+        assert actions is not None, "the critic of Box actions needs the actions"
+        return th.cat([features, actions], dim=1)
 
     def min_q(self, obs: PyTorchObs, actions: th.Tensor | None = None) -> th.Tensor:
         """``min_i Q_i``: ``[B, 1]`` for Box actions, ``[B, |A|]`` for Discrete ones."""
@@ -388,17 +403,22 @@ class SquashedGaussianActor(BaseActor):
         if not self.use_sde:
             raise ValueError(f"{method}() needs use_sde=True: it belongs to gSDE's exploration (accepted: use_sde=True)")
 
+    def _sde(self) -> tuple[StateDependentNoiseDistribution, nn.Parameter]:
+        """gSDE's distribution and the log std of its exploration matrix (what ``use_sde=True`` builds)."""
+        assert isinstance(self.action_dist, StateDependentNoiseDistribution) and isinstance(self.log_std, nn.Parameter)
+        return self.action_dist, self.log_std
+
     def get_std(self) -> th.Tensor:
         """gSDE: the standard deviation of the exploration matrix's entries (SB3's ``Actor.get_std``)."""
         self._require_sde("get_std")
-        assert isinstance(self.action_dist, StateDependentNoiseDistribution)
-        return self.action_dist.get_std(self.log_std)
+        action_dist, log_std = self._sde()
+        return action_dist.get_std(log_std)
 
     def reset_noise(self, batch_size: int = 1) -> None:
         """Sample a new gSDE exploration matrix."""
         self._require_sde("reset_noise")
-        assert isinstance(self.action_dist, StateDependentNoiseDistribution)
-        self.action_dist.sample_weights(self.log_std, batch_size=batch_size)
+        action_dist, log_std = self._sde()
+        action_dist.sample_weights(log_std, batch_size=batch_size)
 
     def get_action_dist_params(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor, dict[str, th.Tensor]]:
         """
@@ -408,7 +428,8 @@ class SquashedGaussianActor(BaseActor):
         latent = self.latent(obs)
         mean = self.mu(latent)
         if self.use_sde:
-            return mean, self.log_std, dict(latent_sde=latent)
+            return mean, self._sde()[1], dict(latent_sde=latent)
+        assert isinstance(self.log_std, nn.Module)  # without gSDE, a layer of the latent
         return mean, self.log_std(latent).clamp(LOG_STD_MIN, LOG_STD_MAX), {}
 
     def sample_pre_tanh(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
@@ -417,8 +438,9 @@ class SquashedGaussianActor(BaseActor):
         if self.use_sde:
             # gSDE noise is latent @ E, E ~ N(0, std^2): Gaussian per state with variance latent^2 @ std^2
             latent = kwargs["latent_sde"]
-            dist = self.action_dist.proba_distribution(mean, log_std, latent)
-            return mean + self.action_dist.get_noise(latent), mean, th.log(dist.distribution.stddev)
+            action_dist = self._sde()[0]
+            dist = action_dist.proba_distribution(mean, log_std, latent)
+            return mean + action_dist.get_noise(latent), mean, th.log(dist.distribution.stddev)
         return mean + th.exp(log_std) * th.randn_like(mean), mean, log_std
 
     def _sample_with_log_prob(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
@@ -648,6 +670,9 @@ class SACPlusPolicy(BasePolicy):
 
     def reset_noise(self, batch_size: int = 1) -> None:
         """Sample a new gSDE exploration matrix."""
+        if not isinstance(self.actor, SquashedGaussianActor):
+            # gSDE is Box only: a CategoricalActor has no reset_noise (the error nn.Module's lookup of it raises)
+            raise AttributeError(f"'{type(self.actor).__name__}' object has no attribute 'reset_noise'")
         self.actor.reset_noise(batch_size=batch_size)
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
@@ -688,12 +713,12 @@ MlpPolicy = SACPlusPolicy
 class CnnPolicy(SACPlusPolicy):
     """:class:`SACPlusPolicy` for image observations: SB3's ``NatureCNN`` features extractor by default."""
 
-    def __init__(self, *args, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+    def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs: Any):
+        super().__init__(*args, **{**kwargs, "features_extractor_class": features_extractor_class})
 
 
 class MultiInputPolicy(SACPlusPolicy):
     """:class:`SACPlusPolicy` for Dict observations: SB3's ``CombinedExtractor`` by default."""
 
-    def __init__(self, *args, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+    def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs: Any):
+        super().__init__(*args, **{**kwargs, "features_extractor_class": features_extractor_class})

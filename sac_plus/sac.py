@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import pathlib
+from collections.abc import Iterable
 from typing import Any, ClassVar, TypeVar
 
 import torch as th
@@ -27,6 +29,7 @@ from sac_plus.policies import (
     SACPlusActor,
     SACPlusPolicy,
     SoftValue,
+    SquashedGaussianActor,
     build_optimizer,
     check_action_space,
     check_positive_int,
@@ -211,7 +214,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         else:
             self.ent_coef_tensor = th.tensor(init_value, device=self.device)
         self._setup_target_update()
-        not_logged = ("train/ent_coef_loss",) if self.ent_coef_optimizer is None else ()
+        not_logged: tuple[str, ...] = ("train/ent_coef_loss",) if self.ent_coef_optimizer is None else ()
         if not isinstance(self.action_space, spaces.Box):
             not_logged += ("train/tanh_saturation",)
         self.monitor = TrainingMonitor(self.device, not_logged)
@@ -235,7 +238,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
     def _setup_target_update(self) -> None:
         """Parameter lists for the Polyak update, built once: the update is then one multi-tensor lerp."""
         # Running statistics (batch norm) are copied, not averaged (SB3 issue #996)
-        self._polyak_pairs = (
+        self._polyak_pairs: tuple[list[th.Tensor], list[th.Tensor], list[th.Tensor], list[th.Tensor]] = (
             list(self.critic_target.parameters()),
             list(self.critic.parameters()),
             get_parameters_by_name(self.critic_target, ["running_"]),
@@ -309,6 +312,8 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         zero = th.zeros((), device=self.device)
         ent_coef_loss = zero
         if self.ent_coef_optimizer is not None:
+            # both set together when alpha is learned (_setup_model); train() has resolved the target to a number
+            assert self.log_ent_coef is not None and not isinstance(self.target_entropy, str)
             ent_coef_loss = temperature_loss(self.log_ent_coef, soft.mean_log_prob, self.target_entropy)
             self._optimize(self.ent_coef_optimizer, ent_coef_loss)
         saturation = zero if soft.saturation is None else soft.saturation
@@ -333,6 +338,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             if self.use_sde:
                 # log_std may have changed since the last sample
+                assert isinstance(self.actor, SquashedGaussianActor)  # gSDE is Box only
                 self.actor.reset_noise()
             stats.append(self._gradient_step(data))
             # counted across learn() calls, unlike SB3 SAC which restarts the count in every train() call
@@ -370,9 +376,9 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
 
     def save(
         self,
-        path: str | pathlib.Path | io.BufferedIOBase,
-        exclude: list[str] | None = None,
-        include: list[str] | None = None,
+        path: str | os.PathLike | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
     ) -> None:
         """
         Save the model in SB3's zip format. A file path is written atomically: a save that fails midway
@@ -411,7 +417,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         return state_dicts, ["ent_coef_tensor"]
 
     @classmethod
-    def load(  # type: ignore[override]
+    def load(
         cls: type[SelfSACPlus],
         path: str | pathlib.Path | io.BufferedIOBase,
         env: GymEnv | None = None,
@@ -429,7 +435,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         """
         kwargs = _keep_given_target_entropy(kwargs)
         load = super().load
-        return checkpoint.load_model(  # type: ignore[return-value]
+        return checkpoint.load_model(
             cls, load, path, False, env, device, custom_objects, print_system_info, force_reset, **kwargs
         )
 
@@ -449,9 +455,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         """
         kwargs = _keep_given_target_entropy(kwargs)
         load = super().load
-        return checkpoint.load_model(  # type: ignore[return-value]
-            cls, load, path, True, env, device, custom_objects, False, force_reset, **kwargs
-        )
+        return checkpoint.load_model(cls, load, path, True, env, device, custom_objects, False, force_reset, **kwargs)
 
 
 def _keep_given_target_entropy(load_kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -91,6 +91,7 @@ def auto_target_entropy(
         else:
             scale = float(discrete_scale)
         return scale * math.log(int(action_space.n))
+    assert action_space.shape is not None  # a Box (check_action_space accepts only Box and Discrete)
     return -float(np.prod(action_space.shape))
 
 

@@ -1,4 +1,5 @@
-"""The wheel carries what a non-editable install needs: the rl-zoo3 hyperparameter file and the license.
+"""The wheel carries what a non-editable install needs: the rl-zoo3 hyperparameter file, the PEP 561 marker
+``py.typed`` (the package is typed) and the license.
 
 Builds the wheel once (``pip wheel --no-deps --no-build-isolation``, a few seconds) from a copy of the files a
 build reads, so that the checkout gets no ``build/`` folder, then installs it into a folder of its own and reads
@@ -55,8 +56,8 @@ def test_wheel_ships_the_zoo_config(wheel):
         names = archive.namelist()
         assert CONFIG_IN_WHEEL in names, f"{CONFIG_IN_WHEEL} is not in {wheel.name}: {names}"
         assert archive.read(CONFIG_IN_WHEEL) == (REPO / CONFIG_IN_WHEEL).read_bytes()
-        for module in ("sac_plus/__init__.py", "sac_plus/zoo/__init__.py", "sac_plus/zoo/__main__.py"):
-            assert module in names, module
+        for name in ("sac_plus/__init__.py", "sac_plus/zoo/__init__.py", "sac_plus/zoo/__main__.py", "sac_plus/py.typed"):
+            assert name in names, name
 
 
 def test_wheel_carries_the_license(wheel):

@@ -64,8 +64,8 @@ import torch.distributed as dist
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import Logger
-from stable_baselines3.common.type_aliases import MaybeCallback, TrainFrequencyUnit
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.type_aliases import MaybeCallback, TrainFreq, TrainFrequencyUnit
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from sac_plus.checkpoint import destination
 from sac_plus.distributed.checks import (
@@ -126,6 +126,8 @@ class SaveInterrupted(SystemExit):
     :param signum: the signal's number
     :param path: the file being saved
     """
+
+    code: int  # 128 + signum (SystemExit's may be any exit status)
 
     def __init__(self, signum: int, path: str | os.PathLike):
         super().__init__(128 + signum)
@@ -385,6 +387,13 @@ class GradientAverager:
                 offset += grad.numel()
 
 
+def _train_freq(model: SACPlus) -> TrainFreq:
+    """``model.train_freq``, which SB3 turns into a ``TrainFreq`` when it sets the model up (its attribute's type is
+    still that of the argument, an int or a tuple)."""
+    assert isinstance(model.train_freq, TrainFreq)
+    return model.train_freq
+
+
 def _model_optimizers(model: SACPlus) -> dict[str, th.optim.Optimizer]:
     optimizers = {"critic": model.critic.optimizer, "actor": model.actor.optimizer}
     if model.ent_coef_optimizer is not None:
@@ -411,6 +420,8 @@ class _SynchronizedStop(BaseCallback):
     :param context: this rank's context
     :param synchronize: whether to agree on stopping (several ranks, and a callback on rank 0)
     """
+
+    model: SACPlus  # set by init_callback: the model of DistributedSACPlus.learn
 
     def __init__(self, callback: MaybeCallback, context: DistributedContext, synchronize: bool):
         super().__init__()
@@ -443,7 +454,7 @@ class _SynchronizedStop(BaseCallback):
         if not self.synchronize:
             return wants_to_continue
         self.stop_requested |= not wants_to_continue
-        if self.rollout_steps < self.model.train_freq.frequency:
+        if self.rollout_steps < _train_freq(self.model).frequency:
             return True
         flag = th.tensor([float(self.stop_requested)])
         _all_reduce(self.context, flag, "the all-reduce of the stop flags at the end of a rollout", op=dist.ReduceOp.MAX)
@@ -519,7 +530,7 @@ class DistributedSACPlus:
                 f"backend='nccl' needs the model on a GPU, but model.device={self.model.device}; "
                 "accepted: device='cuda' with NCCL, or backend='gloo' for a CPU model"
             )
-        if self.context.world_size > 1 and self.model.train_freq.unit != TrainFrequencyUnit.STEP:
+        if self.context.world_size > 1 and _train_freq(self.model).unit != TrainFrequencyUnit.STEP:
             raise ValueError(
                 f"train_freq={self.model.train_freq} counts episodes; with several ranks, episodes end at different "
                 "times, so the ranks would do different numbers of gradient steps and deadlock. "
@@ -533,7 +544,7 @@ class DistributedSACPlus:
         return tensors
 
     def _optimizer_state_tensors(self) -> list[th.Tensor]:
-        tensors = []
+        tensors: list[th.Tensor] = []
         for optimizer in self.optimizers.values():
             for group in optimizer.param_groups:
                 for param in group["params"]:
@@ -588,7 +599,7 @@ class DistributedSACPlus:
             "reset_num_timesteps": int(reset_num_timesteps),
             "num_timesteps": 0 if reset_num_timesteps else model.num_timesteps,
             "n_envs": model.n_envs,
-            "train_freq": model.train_freq.frequency,
+            "train_freq": _train_freq(model).frequency,
             "gradient_steps": model.gradient_steps,
             "learning_starts": model.learning_starts,
             "batch_size": model.batch_size,
@@ -673,7 +684,7 @@ def train_distributed(
     log_interval: int = 4,
     progress_bar: bool = False,
     env_kwargs: dict[str, Any] | None = None,
-    vec_env_cls: type[VecEnv] | None = None,
+    vec_env_cls: type[DummyVecEnv] | type[SubprocVecEnv] | None = None,
 ) -> SACPlus:
     """
     Train one SACPlus learner over the processes of a ``torchrun`` job; call it on every rank with the same arguments.
@@ -698,7 +709,7 @@ def train_distributed(
     :param log_interval: episodes between log dumps (rank 0)
     :param progress_bar: show a progress bar on rank 0
     :param env_kwargs: keywords for the env constructor
-    :param vec_env_cls: the VecEnv class (``DummyVecEnv`` by default)
+    :param vec_env_cls: the VecEnv class (``DummyVecEnv`` by default), as in SB3's ``make_vec_env``
     :return: this rank's trained model (the weights are the same on every rank)
     :raises ValueError: a bad argument, or one that ``make_vec_env`` or ``SACPlus`` refuses (the original error is
         chained), before training starts
