@@ -7,16 +7,22 @@ Env steps per second of SACPlus against SB3's SAC, measured in one process with 
 Each run builds a fresh model, collects ``learning_starts`` random steps plus a short warm-up of training (not
 timed), then times ``--steps`` environment steps with one gradient update each (train_freq 1, gradient_steps 1).
 SB3 SAC and SACPlus runs alternate ``--repeats`` times with identical settings and seeds, so that a slower or
-faster phase of the machine hits both. Writes ``benchmarks/results/throughput.csv``, a markdown table
-``throughput.md`` and a plot ``throughput.png``.
+faster phase of the machine hits both. SACPlus with bfloat16 products (``matmul_dtype="bfloat16"``) runs as its
+own algorithm, ``sac_plus_bf16``, reported beside the float32 default. The CPU (model name and the ISA flags that
+decide which kernels are fast: AVX2, AVX-512, AVX512-BF16, AMX) and the matrix-product plans sac_plus.linear's
+probe chose are recorded with the figures. Writes ``benchmarks/results/throughput_<cpu>.csv``, a markdown table
+``throughput_<cpu>.md`` and a plot ``throughput_<cpu>.png``, one set per CPU model.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
 import pathlib
 import platform
+import re
 import statistics
 import time
 
@@ -29,8 +35,29 @@ from returns import RESULTS_DIR
 from stable_baselines3 import SAC
 
 from sac_plus import SACPlus
+from sac_plus.linear import kernel_choices
 
-ALGOS = {"sb3_sac": SAC, "sac_plus": SACPlus}
+ALGOS = {"sb3_sac": SAC, "sac_plus": SACPlus, "sac_plus_bf16": SACPlus}
+EXTRA_POLICY_KWARGS = {"sac_plus_bf16": dict(matmul_dtype="bfloat16")}
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_description() -> tuple[str, str]:
+    """The CPU's model name and its relevant ISA flags, from /proc/cpuinfo (``platform`` elsewhere)."""
+    try:
+        info = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), ""
+    model = re.search(r"^model name\s*:\s*(.+)$", info, re.MULTILINE)
+    flags = re.search(r"^flags\s*:\s*(.+)$", info, re.MULTILINE)
+    present = set(flags.group(1).split()) if flags else set()
+    return (model.group(1).strip() if model else platform.machine()), " ".join(f for f in ISA_FLAGS if f in present)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
 FIELDS = ["section", "env", "algo", "threads", "batch", "width", "repeat", "steps", "seconds", "steps_per_s"]
 
 
@@ -45,7 +72,7 @@ def steps_per_second(algo: str, env: str, threads: int, batch: int, width: int, 
         learning_starts=learning_starts,
         train_freq=1,
         gradient_steps=1,
-        policy_kwargs=dict(net_arch=[width, width]),
+        policy_kwargs=dict(net_arch=[width, width], **EXTRA_POLICY_KWARGS.get(algo, {})),
         seed=seed,
         device="cpu",
     )
@@ -94,30 +121,45 @@ def summarise(rows: list[dict]) -> list[dict]:
             ]
             if rates:
                 medians[algo] = statistics.median(rates)
-        ratio = medians["sac_plus"] / medians["sb3_sac"] if len(medians) == 2 else None
-        table.append(dict(zip(["section", "env", "threads", "batch", "width"], key, strict=True), **medians, ratio=ratio))
+        ratio = medians["sac_plus"] / medians["sb3_sac"] if {"sac_plus", "sb3_sac"} <= medians.keys() else None
+        bf16 = medians["sac_plus_bf16"] / medians["sb3_sac"] if {"sac_plus_bf16", "sb3_sac"} <= medians.keys() else None
+        table.append(
+            dict(
+                zip(["section", "env", "threads", "batch", "width"], key, strict=True), **medians, ratio=ratio, ratio_bf16=bf16
+            )
+        )
     return table
 
 
-def write_markdown(table: list[dict], path: pathlib.Path, command: str) -> None:
+def write_markdown(table: list[dict], path: pathlib.Path, command: str, cpu: tuple[str, str], plans: list[dict]) -> None:
+    def cell(row: dict, key: str, digits: int) -> str:
+        return f"{row[key]:.{digits}f}" if row.get(key) is not None else "-"
+
     lines = [
         f"Command: `{command}`  ",
-        f"Machine: {platform.processor() or platform.machine()}, torch {th.__version__}, median of the repeats.",
+        f"CPU: {cpu[0]} (flags: {cpu[1] or 'none of ' + ', '.join(ISA_FLAGS)}), {os.cpu_count()} logical core(s); "
+        f"torch {th.__version__}; median of the repeats.",
         "",
-        "| section | env | threads | batch | width | SB3 SAC steps/s | SACPlus steps/s | ratio |",
-        "|---|---|---|---|---|---|---|---|",
+        "| section | env | threads | batch | width | SB3 SAC steps/s | SACPlus steps/s | ratio | bf16 steps/s | bf16 ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table:
-        sb3 = f"{row['sb3_sac']:.1f}" if "sb3_sac" in row else "-"
-        plus = f"{row['sac_plus']:.1f}" if "sac_plus" in row else "-"
-        ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
-        cells = [row["section"], row["env"], row["threads"], row["batch"], row["width"], sb3, plus, ratio]
+        cells = [row["section"], row["env"], row["threads"], row["batch"], row["width"]]
+        cells += [cell(row, "sb3_sac", 1), cell(row, "sac_plus", 1), cell(row, "ratio", 2)]
+        cells += [cell(row, "sac_plus_bf16", 1), cell(row, "ratio_bf16", 2)]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
+    lines += ["", "Matrix-product plans the probe chose (forward, input gradient, weight gradient):", ""]
+    lines += [
+        f"- `[{p['rows']} x {p['in_features']}] -> {p['out_features']}`{' +relu' if p['relu'] else ''}, "
+        f"{p['threads']} thread(s): {p['forward']}, {p['grad_input']}, {p['grad_weight']}"
+        for p in plans
+        if p["rows"] > 1
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 
 def plot(table: list[dict], path: pathlib.Path) -> None:
-    rows = [r for r in table if "sb3_sac" in r and "sac_plus" in r]
+    rows = [r for r in table if r["ratio"] is not None]
     labels = [f"{r['section']}\n{r['threads']}t b{r['batch']} w{r['width']}" for r in rows]
     x = range(len(rows))
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows)), 4))
@@ -139,30 +181,35 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="alternations of SB3 SAC and SACPlus (>= 3)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--sweep", action="store_true", help="also CartPole-v1 and the batch/width scaling")
+    parser.add_argument("--no-bf16", action="store_true", help="leave out SACPlus with bfloat16 products")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS_DIR)
     args = parser.parse_args()
     args.steps_for = lambda width: max(50, args.steps * 256 // width)  # keep wide runs affordable
 
+    algos = [a for a in ALGOS if not (args.no_bf16 and a == "sac_plus_bf16")]
     rows: list[dict] = []
     for threads in args.threads:
-        run_section(rows, "headline", "Pendulum-v1", list(ALGOS), threads, 256, 256, args)
+        run_section(rows, "headline", "Pendulum-v1", algos, threads, 256, 256, args)
     if args.sweep:
         run_section(rows, "discrete", "CartPole-v1", ["sac_plus"], 1, 256, 256, args)
         for batch in (64, 1024):
-            run_section(rows, "batch", "Pendulum-v1", list(ALGOS), 1, batch, 256, args)
-        run_section(rows, "width", "Pendulum-v1", list(ALGOS), 1, 256, 1024, args)
+            run_section(rows, "batch", "Pendulum-v1", algos, 1, batch, 256, args)
+        run_section(rows, "width", "Pendulum-v1", algos, 1, 256, 1024, args)
 
+    cpu = cpu_description()
+    name = f"throughput_{slug(cpu[0])}"
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "throughput.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=FIELDS)
+    with open(args.out / f"{name}.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=[*FIELDS, "cpu", "cpu_flags"])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(dict(row, cpu=cpu[0], cpu_flags=cpu[1]) for row in rows)
+    (args.out / f"{name}_plans.json").write_text(json.dumps(kernel_choices(), indent=1) + "\n")
     table = summarise(rows)
     command = "python benchmarks/throughput.py" + (" --sweep" if args.sweep else "")
-    write_markdown(table, args.out / "throughput.md", command)
-    plot(table, args.out / "throughput.png")
-    print((args.out / "throughput.md").read_text())
+    write_markdown(table, args.out / f"{name}.md", command, cpu, kernel_choices())
+    plot(table, args.out / f"{name}.png")
+    print((args.out / f"{name}.md").read_text())
 
 
 if __name__ == "__main__":
