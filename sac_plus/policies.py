@@ -702,9 +702,31 @@ class SACPlusPolicy(BasePolicy):
         return self.actor(observation, deterministic)
 
     def set_training_mode(self, mode: bool) -> None:
-        self.actor.set_training_mode(mode)
-        self.critic.set_training_mode(mode)
+        """
+        SB3's ``set_training_mode`` on the actor and the critics: every module's ``training`` flag becomes
+        ``mode``, and modules with a ``train()`` of their own (batch norm, dropout, custom ones) get it called.
+        SAC switches modes at every env step (eval to act, train to update); ``nn.Module.train`` walks the module
+        tree through ``__setattr__`` each time, which costs more than the flag it sets.
+        """
+        for module, own_train in self._mode_modules():
+            if own_train:
+                module.train(mode)
+            else:
+                module.__dict__["training"] = mode
         self.training = mode
+
+    def _mode_modules(self) -> list[tuple[nn.Module, bool]]:
+        """
+        The actor's and critics' modules, each with whether its class has its own ``train()``; cached for this
+        actor and critic (a module assigned into them afterwards is not seen: assign a new actor or critic instead).
+        """
+        owners = (id(self.actor), id(self.critic))
+        cached = self.__dict__.get("_mode_module_cache")
+        if cached is None or cached[0] != owners:
+            modules = [*self.actor.modules(), *self.critic.modules()]
+            cached = (owners, [(m, type(m).train is not nn.Module.train) for m in modules])
+            self.__dict__["_mode_module_cache"] = cached
+        return cached[1]
 
 
 MlpPolicy = SACPlusPolicy

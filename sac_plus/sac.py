@@ -36,9 +36,11 @@ from sac_plus.policies import (
 )
 from sac_plus.temperature import (
     DEFAULT_DISCRETE_TARGET_ENTROPY_SCALE,
+    UpdateSchedule,
     check_target_entropy_scale,
     current_target_entropy,
     parse_ent_coef,
+    resolve_target_entropy,
     temperature_loss,
 )
 
@@ -82,11 +84,12 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
     :param target_entropy: target entropy H_target when alpha is learned. ``"auto"``: ``-dim(A)`` for Box,
         ``target_entropy_scale * log|A|`` for Discrete; a float sets it directly.
     :param target_entropy_scale: Discrete actions only: the fraction of the largest entropy ``log|A|`` used by
-        ``target_entropy="auto"``, in (0, 1]; or a schedule of the remaining progress (1 -> 0, as for
-        ``learning_rate``) to anneal the target as training goes (target entropy scheduling, Xu et al. 2021,
-        https://arxiv.org/abs/2112.02852). The default, SB3's ``LinearSchedule(0.6, 0.1, 0.5)``, goes from 0.6 to 0.1
-        over the first half of the ``learn()`` call and was chosen by benchmarks/returns.py on CartPole-v1 and
-        LunarLander-v3 (benchmarks/RESULTS.md). Christodoulou's heuristic is ``target_entropy_scale=0.98``.
+        ``target_entropy="auto"``, in (0, 1]; or a schedule that anneals it as training goes (target entropy
+        scheduling, Xu et al. 2021, https://arxiv.org/abs/2112.02852): a :class:`~sac_plus.temperature.UpdateSchedule`
+        over the model's gradient updates, or a function of the remaining progress of the ``learn()`` call (1 -> 0,
+        as for ``learning_rate``). The default, ``UpdateSchedule(0.6, 0.1, 100_000)``, goes from 0.6 to 0.1 over the
+        first 100k updates, whatever the ``learn()`` calls (benchmarks/RESULTS.md, CartPole-v1 and LunarLander-v3).
+        Christodoulou's heuristic is ``target_entropy_scale=0.98``.
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE), Box only
     :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE (-1: once per rollout)
     :param use_sde_at_warmup: Whether to use gSDE instead of uniform sampling before learning starts
@@ -134,7 +137,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         ent_coef: str | float = "auto",
         target_update_interval: int = 1,
         target_entropy: str | float = "auto",
-        target_entropy_scale: float | Schedule = DEFAULT_DISCRETE_TARGET_ENTROPY_SCALE,
+        target_entropy_scale: float | Schedule | UpdateSchedule = DEFAULT_DISCRETE_TARGET_ENTROPY_SCALE,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         use_sde_at_warmup: bool = False,
@@ -205,7 +208,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         check_target_entropy_scale(self.target_entropy_scale)
         super()._setup_model()
         self._create_aliases()
-        self._update_target_entropy()
+        self._update_target_entropy(reschedule=False)
         learned, init_value = parse_ent_coef(self.ent_coef)
         if learned:
             # alpha is optimised as log(alpha): positive by construction (see temperature_loss for the gradient)
@@ -220,15 +223,16 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         self.monitor = TrainingMonitor(self.device, not_logged)
         self.monitor.next_check = self._n_updates + self.monitor.check_interval
 
-    def _update_target_entropy(self) -> None:
-        """Resolve ``"auto"``, and read a ``target_entropy_scale`` schedule at the current progress."""
-        self.target_entropy = current_target_entropy(
-            self.target_entropy,
-            self._target_entropy_spec,
-            self.action_space,
-            self.target_entropy_scale,
-            self._current_progress_remaining,
-        )
+    def _update_target_entropy(self, reschedule: bool = True) -> None:
+        """
+        Resolve ``"auto"``, and (``reschedule``: in ``train()``) read a ``target_entropy_scale`` schedule at the
+        current update or progress. ``_setup_model`` does not reschedule: a loaded model keeps the target it saved.
+        """
+        args = (self.action_space, self.target_entropy_scale, self._current_progress_remaining, self._n_updates)
+        if reschedule:
+            self.target_entropy = current_target_entropy(self.target_entropy, self._target_entropy_spec, *args)
+        else:
+            self.target_entropy = resolve_target_entropy(self.target_entropy, *args)
 
     def _create_aliases(self) -> None:
         self.actor = self.policy.actor

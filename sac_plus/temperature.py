@@ -2,24 +2,53 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.type_aliases import Schedule
-from stable_baselines3.common.utils import LinearSchedule
 
 # Christodoulou's heuristic for Discrete actions is 0.98 * log|A| ("Soft Actor-Critic for Discrete Action
 # Settings", 2019). Measured in benchmarks/RESULTS.md: a constant 0.98 keeps the policy too
 # random (CartPole-v1: one seed in three collapsed at the end; LunarLander-v3: -779); a constant 0.6 solves CartPole-v1
 # but hovers on LunarLander-v3, whose +100 landing reward needs the lander at rest for ~25 steps without an engine
 # impulse: at scale 0.56 even gymnasium's heuristic lander lands in 1% of episodes (benchmarks/lander_randomness.py).
-# Annealing the target (Xu et al. 2021, https://arxiv.org/abs/2112.02852) from 0.6 to 0.1 over the first half of
-# training keeps 0.6's early exploration and lets the policy become nearly deterministic where it must.
+# Annealing the target (Xu et al. 2021, https://arxiv.org/abs/2112.02852) from 0.6 to 0.1 over the first 100k
+# gradient updates keeps 0.6's early exploration and lets the policy become nearly deterministic where it must
+# (it is the schedule measured on LunarLander-v3 at 200k steps, there 0.6 -> 0.1 over the first half of training).
+# It counts the model's updates, so it does not depend on how training is split into learn() calls or resumed.
 # 0.98 stays one keyword away.
-DEFAULT_DISCRETE_TARGET_ENTROPY_SCALE = LinearSchedule(0.6, 0.1, 0.5)
-ACCEPTED_SCALES = "accepted: a float in (0, 1], or a schedule of the remaining progress with values in (0, 1]"
+ACCEPTED_SCALES = (
+    "accepted: a float in (0, 1], an UpdateSchedule, or a schedule of the remaining progress with values in (0, 1]"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateSchedule:
+    """
+    A target-entropy scale that goes linearly from ``start`` to ``end`` over the model's first ``updates`` gradient
+    updates and stays at ``end`` afterwards. The updates are counted over the model's whole life (``_n_updates``,
+    saved with it), so the scale does not depend on how training is split into ``learn()`` calls, on
+    ``reset_num_timesteps``, or on a save and load in between (a schedule of the remaining progress, as SB3's
+    ``LinearSchedule``, restarts with every ``learn()`` call).
+
+    :param start: the scale at update 0, in (0, 1]
+    :param end: the scale from update ``updates`` on, in (0, 1]
+    :param updates: how many gradient updates the annealing lasts (>= 1)
+    """
+
+    start: float = 0.6
+    end: float = 0.1
+    updates: int = 100_000
+
+    def at(self, n_updates: int) -> float:
+        fraction = min(max(n_updates, 0) / self.updates, 1.0)
+        return self.start + fraction * (self.end - self.start)
+
+
+DEFAULT_DISCRETE_TARGET_ENTROPY_SCALE = UpdateSchedule(0.6, 0.1, 100_000)
 
 
 def parse_ent_coef(ent_coef: str | float) -> tuple[bool, float]:
@@ -65,12 +94,18 @@ def _check_scale_value(value: float, name: str) -> float:
 _CHECKED_PROGRESS = tuple(i / 20 for i in range(20, -1, -1))
 
 
-def check_target_entropy_scale(scale: float | Schedule) -> float | Schedule:
+def check_target_entropy_scale(scale: float | Schedule | UpdateSchedule) -> float | Schedule | UpdateSchedule:
     """
-    Validate ``target_entropy_scale``: a float in (0, 1], or a schedule (a function of the remaining progress,
-    1 -> 0, like SB3's learning-rate schedules) whose values lie in (0, 1], checked at 21 points from 1 to 0 here
-    and at every value :func:`auto_target_entropy` reads.
+    Validate ``target_entropy_scale``: a float in (0, 1], an :class:`UpdateSchedule`, or a schedule (a function of
+    the remaining progress, 1 -> 0, like SB3's learning-rate schedules) whose values lie in (0, 1], checked at 21
+    points from 1 to 0 here and at every value :func:`auto_target_entropy` reads.
     """
+    if isinstance(scale, UpdateSchedule):
+        _check_scale_value(scale.start, "target_entropy_scale.start")
+        _check_scale_value(scale.end, "target_entropy_scale.end")
+        if isinstance(scale.updates, bool) or not isinstance(scale.updates, (int, np.integer)) or scale.updates < 1:
+            raise ValueError(f"target_entropy_scale.updates={scale.updates!r} is not valid; accepted: an integer >= 1")
+        return scale
     if callable(scale):
         for progress_remaining in _CHECKED_PROGRESS:
             _check_scale_value(scale(progress_remaining), f"target_entropy_scale({progress_remaining:g})")
@@ -79,14 +114,20 @@ def check_target_entropy_scale(scale: float | Schedule) -> float | Schedule:
 
 
 def auto_target_entropy(
-    action_space: spaces.Space, discrete_scale: float | Schedule, progress_remaining: float = 1.0
+    action_space: spaces.Space,
+    discrete_scale: float | Schedule | UpdateSchedule,
+    progress_remaining: float = 1.0,
+    n_updates: int = 0,
 ) -> float:
     """
     The "auto" target entropy: ``-dim(A)`` for Box actions (SAC paper), ``scale * log|A|`` for Discrete ones,
-    with ``scale`` read from its schedule at ``progress_remaining`` when it is one.
+    with ``scale`` read from its schedule when it is one: an :class:`UpdateSchedule` at ``n_updates``, a schedule
+    of the remaining progress at ``progress_remaining``.
     """
     if isinstance(action_space, spaces.Discrete):
-        if callable(discrete_scale):
+        if isinstance(discrete_scale, UpdateSchedule):
+            scale = discrete_scale.at(n_updates)
+        elif callable(discrete_scale):
             scale = _check_scale_value(discrete_scale(progress_remaining), f"target_entropy_scale({progress_remaining:g})")
         else:
             scale = float(discrete_scale)
@@ -98,14 +139,15 @@ def auto_target_entropy(
 def resolve_target_entropy(
     target_entropy: str | float,
     action_space: spaces.Space,
-    discrete_scale: float | Schedule,
+    discrete_scale: float | Schedule | UpdateSchedule,
     progress_remaining: float = 1.0,
+    n_updates: int = 0,
 ) -> float:
     """``"auto"`` gives the heuristic of :func:`auto_target_entropy`; a number is used as it is."""
     if isinstance(target_entropy, str):
         if target_entropy != "auto":
             raise ValueError(f"target_entropy={target_entropy!r} is not understood; accepted: 'auto' or a float")
-        return auto_target_entropy(action_space, discrete_scale, progress_remaining)
+        return auto_target_entropy(action_space, discrete_scale, progress_remaining, n_updates)
     if not math.isfinite(float(target_entropy)):
         raise ValueError(f"target_entropy={target_entropy!r} must be finite; accepted: 'auto' or a finite float")
     return float(target_entropy)
@@ -115,18 +157,20 @@ def current_target_entropy(
     target_entropy: str | float,
     given: str | float,
     action_space: spaces.Space,
-    discrete_scale: float | Schedule,
+    discrete_scale: float | Schedule | UpdateSchedule,
     progress_remaining: float,
+    n_updates: int,
 ) -> float:
     """
     The target entropy in use: ``target_entropy`` itself when it is a number, except for Discrete actions with
     ``given == "auto"`` (what the user asked for) and a ``discrete_scale`` schedule (the default), where the
-    schedule is read at ``progress_remaining``. So a number a user assigns to ``target_entropy`` stays, as in SB3,
-    unless the target follows a schedule.
+    schedule is read (at ``n_updates`` or ``progress_remaining``). So a number a user assigns to ``target_entropy``
+    stays, as in SB3, unless the target follows a schedule.
     """
-    scheduled = isinstance(action_space, spaces.Discrete) and callable(discrete_scale) and given == "auto"
+    is_schedule = isinstance(discrete_scale, UpdateSchedule) or callable(discrete_scale)
+    scheduled = isinstance(action_space, spaces.Discrete) and is_schedule and given == "auto"
     spec = "auto" if target_entropy == "auto" or scheduled else target_entropy
-    return resolve_target_entropy(spec, action_space, discrete_scale, progress_remaining)
+    return resolve_target_entropy(spec, action_space, discrete_scale, progress_remaining, n_updates)
 
 
 def temperature_loss(log_ent_coef: th.Tensor, mean_log_prob: th.Tensor, target_entropy: float) -> th.Tensor:

@@ -18,12 +18,14 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import NormalActionNoise
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import TrainFrequencyUnit
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from torch import nn
 
 from sac_plus import SACPlus
+from sac_plus.temperature import UpdateSchedule
 
 BOX2 = spaces.Box(-2.0, 2.0, shape=(2,), dtype=np.float32)
 DISCRETE4 = spaces.Discrete(4)
@@ -46,10 +48,10 @@ def _observations(space: spaces.Space, n: int, seed: int = 0) -> np.ndarray:
 # temperature and target entropy
 
 
-def _default_scale_at(progress_remaining: float) -> float:
-    """The default ``target_entropy_scale`` (a constant or a schedule) at a remaining progress."""
+def _default_scale_at(n_updates: int) -> float:
+    """The default ``target_entropy_scale`` (a constant or an UpdateSchedule) after ``n_updates`` updates."""
     scale = inspect.signature(SACPlus.__init__).parameters["target_entropy_scale"].default
-    return scale(progress_remaining) if callable(scale) else scale
+    return scale.at(n_updates) if isinstance(scale, UpdateSchedule) else scale
 
 
 @pytest.mark.parametrize(
@@ -57,7 +59,7 @@ def _default_scale_at(progress_remaining: float) -> float:
     [
         (spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32), {}, -3.0),
         (spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32), {}, -1.0),
-        (spaces.Discrete(4), {}, _default_scale_at(1.0) * math.log(4)),
+        (spaces.Discrete(4), {}, _default_scale_at(0) * math.log(4)),
         (spaces.Discrete(4), {"target_entropy_scale": 0.98}, 0.98 * math.log(4)),
         (spaces.Discrete(4), {"target_entropy_scale": 0.6}, 0.6 * math.log(4)),
         (spaces.Discrete(7), {"target_entropy_scale": 0.6}, 0.6 * math.log(7)),
@@ -71,24 +73,36 @@ def test_target_entropy_heuristics(space_env, fast_kwargs, action_space, kwargs,
     assert model.target_entropy == pytest.approx(expected, abs=1e-12)
 
 
-def test_default_discrete_target_anneals_from_0_6_to_0_1_and_is_saved(fast_kwargs, tmp_path):
-    """The default scale is the schedule chosen by benchmarks/RESULTS.md (issue 7): 0.6 -> 0.1 over half of learn()."""
-    targets: dict[int, float] = {}
-
-    class RecordTarget(BaseCallback):
-        def _on_step(self) -> bool:
-            targets[self.num_timesteps] = self.model.target_entropy
-            return True
-
+def test_default_discrete_target_anneals_over_updates_whatever_the_learn_calls(fast_kwargs, tmp_path):
+    """The default scale goes 0.6 -> 0.1 over the first 100k updates, counted over the model's life."""
     model = SACPlus("MlpPolicy", "CartPole-v1", **fast_kwargs())
     log_n = math.log(2)
     assert model.target_entropy == pytest.approx(0.6 * log_n)
-    model.learn(400, callback=RecordTarget())
-    assert targets[100] == pytest.approx(0.35 * log_n, abs=0.01 * log_n)  # a quarter of the way: halfway to 0.1
-    assert all(target == pytest.approx(0.1 * log_n) for step, target in targets.items() if step > 205)
-    model.save(tmp_path / "model.zip")
-    loaded = SACPlus.load(tmp_path / "model.zip", device="cpu")
-    assert repr(loaded.target_entropy_scale) == "LinearSchedule(start=0.6, end=0.1, end_fraction=0.5)"
+    assert model.target_entropy_scale == UpdateSchedule(0.6, 0.1, 100_000)
+    # the schedule at a quarter of the way is halfway to 0.1, wherever training stands
+    model._n_updates = 25_000
+    model.learn(60)
+    assert model.target_entropy == pytest.approx(0.475 * log_n, abs=1e-3 * log_n)
+    # one learn() or several, a fresh learn() after a save and load: the same target at the same update
+    schedule = UpdateSchedule(0.6, 0.1, 200)
+    whole = SACPlus("MlpPolicy", "CartPole-v1", target_entropy_scale=schedule, **fast_kwargs()).learn(300)
+    split = SACPlus("MlpPolicy", "CartPole-v1", target_entropy_scale=schedule, **fast_kwargs()).learn(150)
+    split.save(tmp_path / "model.zip")
+    resumed = SACPlus.load(tmp_path / "model.zip", env=gym.make("CartPole-v1")).learn(150, reset_num_timesteps=False)
+    assert resumed._n_updates == whole._n_updates
+    assert resumed.target_entropy == pytest.approx(whole.target_entropy)
+    assert whole.target_entropy == pytest.approx(schedule.at(whole._n_updates - 1) * log_n)  # read at train()'s start
+    # a fresh learn() (num_timesteps reset) goes on from the updates done, it does not restart at 0.6
+    fresh = SACPlus.load(tmp_path / "model.zip", env=gym.make("CartPole-v1")).learn(150)
+    assert fresh.target_entropy == pytest.approx(schedule.at(fresh._n_updates - 1) * log_n)
+    assert fresh.target_entropy < 0.5 * log_n
+
+
+def test_update_schedule_is_checked(space_env):
+    with pytest.raises(ValueError, match=r"target_entropy_scale.end=1.5 is outside \(0, 1\]"):
+        SACPlus("MlpPolicy", "CartPole-v1", target_entropy_scale=UpdateSchedule(0.6, 1.5, 10))
+    with pytest.raises(ValueError, match=r"target_entropy_scale.updates=0 is not valid"):
+        SACPlus("MlpPolicy", "CartPole-v1", target_entropy_scale=UpdateSchedule(0.6, 0.1, 0))
 
 
 def test_fixed_ent_coef_stays_fixed(space_env, fast_kwargs):
@@ -329,7 +343,7 @@ def test_use_sde_with_discrete_actions_is_rejected(space_env, fast_kwargs):
 
 
 @pytest.mark.parametrize(
-    ("env_id", "target_entropy"), [("Pendulum-v1", -1.0), ("CartPole-v1", _default_scale_at(0.0) * math.log(2))]
+    ("env_id", "target_entropy"), [("Pendulum-v1", -1.0), ("CartPole-v1", _default_scale_at(249) * math.log(2))]
 )
 def test_short_learn_logs_finite_losses(fast_kwargs, env_id, target_entropy):
     model = SACPlus("MlpPolicy", env_id, **fast_kwargs())
@@ -337,7 +351,7 @@ def test_short_learn_logs_finite_losses(fast_kwargs, env_id, target_entropy):
     logged = model.logger.name_to_value
     for key in TRAIN_KEYS:
         assert key in logged and math.isfinite(logged[key]), key
-    assert logged["train/target_entropy"] == pytest.approx(target_entropy)
+    assert logged["train/target_entropy"] == pytest.approx(target_entropy)  # read at the last train() call's start
     assert logged["train/ent_coef"] > 0
     # SB3's schedule: one update per step once num_timesteps > learning_starts
     assert model._n_updates == logged["train/n_updates"] == 300 - 50
@@ -665,3 +679,34 @@ def test_a_target_entropy_assigned_after_construction_is_used(fast_kwargs):
     model.learn(100)
     assert model.target_entropy == -3.0
     assert model.logger.name_to_value["train/target_entropy"] == -3.0
+
+
+class BatchNormExtractor(BaseFeaturesExtractor):
+    """A features extractor whose output depends on train/eval mode."""
+
+    def __init__(self, observation_space: spaces.Box):
+        super().__init__(observation_space, features_dim=8)
+        self.net = th.nn.Sequential(th.nn.Linear(int(np.prod(observation_space.shape)), 8), th.nn.BatchNorm1d(8))
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return self.net(observations)
+
+
+def test_set_training_mode_reaches_every_module(space_env, fast_kwargs):
+    model = SACPlus(
+        "MlpPolicy",
+        space_env(BOX2),
+        **fast_kwargs(policy_kwargs=dict(net_arch=[8], features_extractor_class=BatchNormExtractor)),
+    )
+    modules = [*model.actor.modules(), *model.critic.modules()]
+    assert any(isinstance(m, th.nn.BatchNorm1d) for m in modules)
+    for mode in (False, True, False):
+        model.policy.set_training_mode(mode)
+        assert all(m.training is mode for m in modules) and model.policy.training is mode
+    model.learn(80)  # batch norm in train mode for the updates, eval mode to act
+    batch_norm = next(m for m in model.critic.modules() if isinstance(m, th.nn.BatchNorm1d))
+    assert batch_norm.num_batches_tracked > 0
+    # a new actor is seen
+    model.policy.actor = model.policy.make_actor()
+    model.policy.set_training_mode(True)
+    assert all(m.training for m in model.policy.actor.modules())

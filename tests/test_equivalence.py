@@ -84,9 +84,9 @@ class Reference:
         self.learned_alpha = model.log_ent_coef is not None
         self.log_alpha = (model.log_ent_coef if self.learned_alpha else model.ent_coef_tensor.log()).detach().clone()
         n_actions = None if self.box else int(model.action_space.n)
-        # docs/design.md: -dim(A) for Box; scale * log|A| for Discrete, scale annealed 0.6 -> 0.1 (over at the end
-        # of the learn() call that filled the buffer)
-        self.target_entropy = -float(np.prod(model.action_space.shape)) if self.box else 0.1 * math.log(n_actions)
+        # docs/design.md: -dim(A) for Box; scale * log|A| for Discrete, the scale annealed 0.6 -> 0.1 over the first
+        # 100k updates (read at the start of train(): update 0 here)
+        self.target_entropy = -float(np.prod(model.action_space.shape)) if self.box else 0.6 * math.log(n_actions)
         self.adam_state: dict[str, tuple[int, th.Tensor, th.Tensor]] = {}
         self.n_updates = 0
         self.stats: list[dict[str, float]] = []

@@ -337,7 +337,7 @@ def test_csv_and_tensorboard_logging(tmp_path, space_env, fast_kwargs, action_sp
         assert np.isfinite(float(last[key])), key
     # SB3 dumps the logs at the end of an episode, before the update of that rollout
     assert int(last["train/n_updates"]) == model._n_updates - 1
-    assert float(last["train/target_entropy"]) == pytest.approx(model.target_entropy)
+    assert float(last["train/target_entropy"]) == pytest.approx(model.target_entropy, rel=1e-4)  # moves per update
     assert float(last["train/learning_rate"]) == pytest.approx(3e-4)
     assert 0.0 < float(last["train/ent_coef"]) < 1.0  # learned alpha, started at 1
     if action_space is BOX:
