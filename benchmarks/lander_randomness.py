@@ -1,6 +1,6 @@
 """
 Why a Discrete SAC can hover on LunarLander-v3: how often a *good* lander still earns the +100 landing reward
-when it acts as randomly as a given target entropy asks (issue 7, study e).
+when it acts as randomly as a given target entropy asks (study e of RESULTS.md).
 
 LunarLander-v3 gives +100 and ends the episode only when the lander's Box2D body falls asleep, which needs it to
 rest for about 0.5 s (25 steps at 50 FPS) with no engine impulse; any engine firing wakes it. A SAC policy is kept

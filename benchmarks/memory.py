@@ -1,5 +1,5 @@
 """
-Memory of a 1M-transition replay buffer for HalfCheetah-v5 (issue 6): SB3 SAC's buffer, SACPlus's default
+Memory of a 1M-transition replay buffer for HalfCheetah-v5: SB3 SAC's buffer, SACPlus's default
 buffer and SACPlus with ``DeviceReplayBuffer`` on the CPU.
 
     python benchmarks/memory.py

@@ -1,6 +1,6 @@
 """
 Learning-quality benchmark: train SACPlus, SB3 SAC or SB3 DQN on one environment over several seeds and log
-the deterministic evaluation return as training goes (issue 7).
+the deterministic evaluation return as training goes.
 
 Each evaluation (SB3's ``EvalCallback``: deterministic policy, ``--eval-episodes`` episodes on a separate,
 separately seeded environment) appends one row to ``benchmarks/results/returns_<env>.csv`` as soon as it is

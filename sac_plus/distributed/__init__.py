@@ -25,7 +25,7 @@ outside (the torchrun variables, the backend, the timeout, the command line's in
 
 Effective batch size: each gradient step averages ``world_size`` minibatches of ``batch_size`` samples, one from
 each rank's buffer, so it is a step on ``world_size * batch_size`` samples; the learning rate is *not* scaled.
-The design is the lecture's "simple synchronous way" (design.md, "Scale beyond one machine").
+The design is the simplest synchronous data-parallel scheme (docs/design.md, "7. Beyond one process").
 
 How the ranks stay in step:
 
