@@ -39,6 +39,7 @@ from sac_plus.temperature import (
     UpdateSchedule,
     check_target_entropy_scale,
     current_target_entropy,
+    keep_given_target_entropy,
     parse_ent_coef,
     resolve_target_entropy,
     temperature_loss,
@@ -162,33 +163,15 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
             check_action_space(env.action_space)
             if use_sde and not isinstance(env.action_space, spaces.Box):
                 raise ValueError(f"use_sde=True needs a Box action space, got {env.action_space}; accepted: use_sde=False")
+        # SB3's OffPolicyAlgorithm takes the SAC keywords it knows; the rest are SAC's own, set below
         super().__init__(
-            policy,
-            env,
-            learning_rate,
-            buffer_size,
-            learning_starts,
-            batch_size,
-            tau,
-            gamma,
-            train_freq,
-            gradient_steps,
-            action_noise,
-            replay_buffer_class=replay_buffer_class,
-            replay_buffer_kwargs=replay_buffer_kwargs,
-            optimize_memory_usage=optimize_memory_usage,
-            n_steps=n_steps,
-            policy_kwargs=policy_kwargs,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            verbose=verbose,
-            device=device,
-            seed=seed,
-            use_sde=use_sde,
-            sde_sample_freq=sde_sample_freq,
-            use_sde_at_warmup=use_sde_at_warmup,
+            policy, env, learning_rate, buffer_size, learning_starts, batch_size, tau, gamma, train_freq, gradient_steps,
+            action_noise, replay_buffer_class=replay_buffer_class, replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage, n_steps=n_steps, policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size, tensorboard_log=tensorboard_log, verbose=verbose, device=device,
+            seed=seed, use_sde=use_sde, sde_sample_freq=sde_sample_freq, use_sde_at_warmup=use_sde_at_warmup,
             support_multi_env=True,
-        )
+        )  # fmt: skip
         self.ent_coef = ent_coef
         # target_entropy becomes the number in use (as in SB3); what the user asked for is kept to re-read schedules
         self._target_entropy_spec = target_entropy
@@ -217,10 +200,11 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         else:
             self.ent_coef_tensor = th.tensor(init_value, device=self.device)
         self._setup_target_update()
-        not_logged: tuple[str, ...] = ("train/ent_coef_loss",) if self.ent_coef_optimizer is None else ()
-        if not isinstance(self.action_space, spaces.Box):
-            not_logged += ("train/tanh_saturation",)
-        self.monitor = TrainingMonitor(self.device, not_logged)
+        not_logged = {
+            "train/ent_coef_loss": self.ent_coef_optimizer is None,
+            "train/tanh_saturation": not isinstance(self.action_space, spaces.Box),
+        }
+        self.monitor = TrainingMonitor(self.device, tuple(key for key, skip in not_logged.items() if skip))
         self.monitor.next_check = self._n_updates + self.monitor.check_interval
 
     def _update_target_entropy(self, reschedule: bool = True) -> None:
@@ -249,12 +233,6 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
             get_parameters_by_name(self.critic, ["running_"]),
         )
         self._trained_critic_parameters = [p for group in self.critic.optimizer.param_groups for p in group["params"]]
-
-    def _optimizers(self) -> list[th.optim.Optimizer]:
-        optimizers = [self.actor.optimizer, self.critic.optimizer]
-        if self.ent_coef_optimizer is not None:
-            optimizers.append(self.ent_coef_optimizer)
-        return optimizers
 
     def _current_ent_coef(self) -> th.Tensor:
         """alpha as a constant of this update (the temperature loss is the only one that moves it)."""
@@ -334,7 +312,8 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         self.policy.set_training_mode(True)
-        self._update_learning_rate(self._optimizers())
+        optimizers = [self.actor.optimizer, self.critic.optimizer, self.ent_coef_optimizer]
+        self._update_learning_rate([optimizer for optimizer in optimizers if optimizer is not None])
         self._update_target_entropy()
         first_update = self._n_updates
         stats = []
@@ -437,7 +416,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         ``ValueError`` naming the file and what did not match. A zip saved by ``stable_baselines3.SAC`` is read as
         :meth:`load_from_sb3` reads it, with a warning.
         """
-        kwargs = _keep_given_target_entropy(kwargs)
+        kwargs = keep_given_target_entropy(kwargs)
         load = super().load
         return checkpoint.load_model(
             cls, load, path, False, env, device, custom_objects, print_system_info, force_reset, **kwargs
@@ -457,13 +436,6 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         Import an agent saved by ``stable_baselines3.SAC``: same hyperparameters, spaces, counters, weights,
         temperature and optimizer states (the state dicts are the same). Arguments as in :meth:`load`.
         """
-        kwargs = _keep_given_target_entropy(kwargs)
+        kwargs = keep_given_target_entropy(kwargs)
         load = super().load
         return checkpoint.load_model(cls, load, path, True, env, device, custom_objects, False, force_reset, **kwargs)
-
-
-def _keep_given_target_entropy(load_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """A ``target_entropy`` passed to ``load`` stays (no "auto" heuristic or schedule overwrites it)."""
-    if "target_entropy" in load_kwargs:
-        return {"_target_entropy_spec": load_kwargs["target_entropy"], **load_kwargs}
-    return load_kwargs

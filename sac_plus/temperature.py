@@ -173,6 +173,13 @@ def current_target_entropy(
     return resolve_target_entropy(spec, action_space, discrete_scale, progress_remaining, n_updates)
 
 
+def keep_given_target_entropy(load_kwargs: dict[str, object]) -> dict[str, object]:
+    """A ``target_entropy`` passed to ``load`` stays (no "auto" heuristic or schedule overwrites it)."""
+    if "target_entropy" in load_kwargs:
+        return {"_target_entropy_spec": load_kwargs["target_entropy"], **load_kwargs}
+    return load_kwargs
+
+
 def temperature_loss(log_ent_coef: th.Tensor, mean_log_prob: th.Tensor, target_entropy: float) -> th.Tensor:
     """
     Loss of the temperature: ``E[-log(alpha) * (log pi(a|s) + H_target)]``.
