@@ -29,7 +29,7 @@ from gymnasium import spaces
 from stable_baselines3.common.save_util import json_to_data, open_path
 from stable_baselines3.sac import policies as sb3_policies
 
-from sac_plus import policies
+from sac_plus import legacy, policies
 from sac_plus.policies import SACPlusPolicy
 
 if TYPE_CHECKING:
@@ -338,16 +338,6 @@ def adopt_sb3_model(model: SACPlus) -> None:
         _use_fast_optimizer_kernels(model.ent_coef_optimizer, {})
 
 
-def layout_hint(error: BaseException) -> str:
-    """A hint for a load error caused by the batched critic layout that sac_plus 0.1 saved."""
-    if "q_networks.net" in str(error):
-        return (
-            ". The file stores the critics in the batched layout of sac_plus 0.1 (critic.q_networks.net.*), which "
-            "this version does not read: it stores them as SB3 does (critic.qf0, ...), see docs/design_changes.md"
-        )
-    return ""
-
-
 def load_model(
     algorithm_class: type[SACPlusT],
     sb3_load: Callable[..., SACPlusT],
@@ -394,20 +384,22 @@ def load_model(
         assert info.policy_class is not None
         custom_objects = {**(custom_objects or {}), "policy_class": our_policy_class(info.policy_class)}
     vec_env = wrap_and_check_env(algorithm_class, info, env)
+    load_args = dict(env=vec_env, device=device, custom_objects=custom_objects, print_system_info=print_system_info, **kwargs)
     try:
-        model = sb3_load(
-            info.path,
-            env=vec_env,
-            device=device,
-            custom_objects=custom_objects,
-            print_system_info=print_system_info,
-            force_reset=force_reset,
-            **kwargs,
-        )
+        try:
+            model = sb3_load(info.path, force_reset=force_reset, **load_args)
+        except RuntimeError as error:
+            if info.kind != SACPLUS or not legacy.is_batched_layout_error(error):
+                raise
+            warnings.warn(
+                f"{info.name} was saved by sac_plus 0.1, whose critics had a batched layout; it is read in the current "
+                "layout (SB3's critic.qf0, ...). Save the loaded model to store it so.",
+                UserWarning,
+                stacklevel=3,
+            )
+            model = sb3_load(legacy.convert(info.path), force_reset=force_reset, **load_args)
     except (ValueError, KeyError, RuntimeError, AssertionError) as error:
-        raise ValueError(
-            f"Could not load {info.name} into {name}: {type(error).__name__}: {error}{layout_hint(error)}"
-        ) from error
+        raise ValueError(f"Could not load {info.name} into {name}: {type(error).__name__}: {error}") from error
     if info.kind == SB3_SAC:
         adopt_sb3_model(model)
     return model

@@ -483,3 +483,68 @@ def test_predict_of_a_diverged_policy_raises_instead_of_returning_nan(space_env,
         model.actor.mu.weight.fill_(float("nan"))
     with pytest.raises(DivergenceError, match=r"policy's outputs are non-finite"):
         model.predict(np.zeros(3, dtype=np.float32))
+
+
+def _as_sac_plus_0_1_zip(model: SACPlus, path: pathlib.Path) -> None:
+    """Write ``model`` as sac_plus 0.1 did: each critic layer of all critics stacked as ``[n, in, out]``."""
+    from stable_baselines3.common.save_util import load_from_zip_file, save_to_zip_file
+
+    model.save(path)
+    data, params, pytorch_variables = load_from_zip_file(path)
+    n = model.critic.n_critics
+    old_policy = {}
+    for name, tensor in params["policy"].items():
+        prefix, _, rest = name.partition(".")
+        if prefix in ("critic", "critic_target") and rest.startswith("qf"):
+            k, layer, kind = rest[2:].split(".")
+            if k == "0":
+                members = [params["policy"][f"{prefix}.qf{i}.{layer}.{kind}"] for i in range(n)]
+                stacked = th.stack([m.t() for m in members]) if kind == "weight" else th.stack([m[None] for m in members])
+                old_policy[f"{prefix}.q_networks.net.{layer}.{kind}"] = stacked
+        else:
+            old_policy[name.replace("actor.mu.0.", "actor.mu.", 1)] = tensor  # 0.1 clamped gSDE's mean in forward
+    params["policy"] = old_policy
+    # the critic optimizer: one stacked parameter per layer, in layer order
+    state = params["critic.optimizer"]
+    names = [name for name in model.policy.state_dict() if name.startswith("critic.")]
+    old_names = list(dict.fromkeys(f"net.{n_.split('.')[2]}.{n_.split('.')[3]}" for n_ in names))
+    new_state, per_name = {}, dict(zip(names, state["param_groups"][0]["params"], strict=True))
+    for index, old in enumerate(old_names):
+        layer, kind = old.split(".")[1:]
+        moments = [state["state"][per_name[f"critic.qf{i}.{layer}.{kind}"]] for i in range(n)]
+        new_state[index] = {
+            "step": moments[0]["step"],
+            **{
+                key: th.stack([m[key].t() if kind == "weight" else m[key][None] for m in moments])
+                for key in ("exp_avg", "exp_avg_sq")
+            },
+        }
+    params["critic.optimizer"] = {
+        "state": new_state,
+        "param_groups": [{**state["param_groups"][0], "params": list(range(len(old_names)))}],
+    }
+    save_to_zip_file(path, data=data, params=params, pytorch_variables=pytorch_variables)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [dict(), dict(use_sde=True, policy_kwargs=dict(net_arch=[16, 16], n_critics=3))],
+    ids=["default", "gsde-3critics"],
+)
+def test_a_sac_plus_0_1_zip_is_read_with_everything_it_held(tmp_path, space_env, fast_kwargs, variant):
+    variant = dict(variant)
+    kwargs = fast_kwargs(
+        learning_starts=20, **({"policy_kwargs": variant.pop("policy_kwargs")} if "policy_kwargs" in variant else {})
+    )
+    model = SACPlus("MlpPolicy", space_env(BOX), **kwargs, **variant).learn(40)
+    _as_sac_plus_0_1_zip(model, tmp_path / "old.zip")
+    with pytest.warns(UserWarning, match=r"old\.zip was saved by sac_plus 0\.1.*batched"):
+        loaded = SACPlus.load(tmp_path / "old.zip", env=space_env(BOX))
+    assert_nested_equal(loaded.policy.state_dict(), model.policy.state_dict())
+    for param, old_param in zip(
+        loaded.critic.optimizer.param_groups[0]["params"], model.critic.optimizer.param_groups[0]["params"], strict=True
+    ):
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert th.equal(loaded.critic.optimizer.state[param][key], model.critic.optimizer.state[old_param][key])
+    assert (loaded.num_timesteps, loaded._n_updates) == (model.num_timesteps, model._n_updates)
+    loaded.learn(20, reset_num_timesteps=False)
