@@ -57,7 +57,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
     ``n_critics``) critics, target critics and a learned temperature.
 
     Takes every keyword of ``stable_baselines3.SAC`` with the same meaning and default, plus
-    ``target_entropy_scale``.
+    ``target_entropy_scale`` and ``on_divergence``.
 
     :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
     :param env: The environment to learn from (if registered in Gym, can be str)
@@ -101,18 +101,15 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
     :param verbose: Verbosity level: 0 none, 1 info, 2 debug
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run
-    :param on_divergence: what to do when a loss, the mean Q-value or alpha becomes non-finite: ``"raise"`` a
-        :class:`DivergenceError`, or ``"stop"`` training cleanly (``learn()`` returns, with a warning). The check
-        reads flags kept on the device: on a GPU every 1000 updates and at each log dump (no per-update host
-        synchronisation), on the CPU after every ``train()`` call.
+    :param on_divergence: when a loss, the mean Q-value, alpha or the policy's outputs become non-finite:
+        ``"raise"`` a :class:`DivergenceError`, or ``"stop"`` training (``learn()`` returns, with a warning);
+        see :mod:`sac_plus.monitor` for when it is checked.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
-        "MlpPolicy": MlpPolicy,
-        "CnnPolicy": CnnPolicy,
-        "MultiInputPolicy": MultiInputPolicy,
-    }
+        "MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy, "MultiInputPolicy": MultiInputPolicy
+    }  # fmt: skip
     policy: SACPlusPolicy
     actor: SACPlusActor
     critic: Critic
@@ -208,10 +205,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         self.monitor.next_check = self._n_updates + self.monitor.check_interval
 
     def _update_target_entropy(self, reschedule: bool = True) -> None:
-        """
-        Resolve ``"auto"``, and (``reschedule``: in ``train()``) read a ``target_entropy_scale`` schedule at the
-        current update or progress. ``_setup_model`` does not reschedule: a loaded model keeps the target it saved.
-        """
+        """Resolve ``"auto"``; ``reschedule`` (in ``train()``, not at load): read a ``target_entropy_scale`` schedule."""
         args = (self.action_space, self.target_entropy_scale, self._current_progress_remaining, self._n_updates)
         if reschedule:
             self.target_entropy = current_target_entropy(self.target_entropy, self._target_entropy_spec, *args)
@@ -348,14 +342,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfSACPlus:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
+        return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
 
     def save(
         self,
@@ -371,11 +358,8 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
 
     def save_as_sb3(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
         """
-        Save a Box model as ``stable_baselines3.SAC`` would, so that ``SAC.load`` reads it in a process that has
-        no ``sac_plus`` (rl-zoo3's ``enjoy``, SB3-only servers, the Hugging Face SB3 tooling): SB3's own
-        ``SACPolicy`` with these weights, optimizer states and temperature. See :func:`sac_plus.sb3_format.save_as_sb3`.
-
-        :raises ValueError: for Discrete actions (SB3's SAC has none) or a policy SB3 has no counterpart for
+        Save a Box model as ``stable_baselines3.SAC`` would (SB3's own ``SACPolicy``, same weights, optimizer states
+        and temperature), for ``SAC.load`` where ``sac_plus`` is not installed. See :mod:`sac_plus.sb3_format`.
         """
         sb3_format.save_as_sb3(self, path)
 
@@ -384,14 +368,8 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         checkpoint.write_atomically(path, "pkl", super().save_replay_buffer)
 
     def _excluded_save_params(self) -> list[str]:
-        return [
-            *super()._excluded_save_params(),
-            "actor",
-            "critic",
-            "critic_target",
-            "_polyak_pairs",
-            "_trained_critic_parameters",
-        ]
+        aliases_and_caches = ["actor", "critic", "critic_target", "_polyak_pairs", "_trained_critic_parameters"]
+        return [*super()._excluded_save_params(), *aliases_and_caches]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "actor.optimizer", "critic.optimizer"]
