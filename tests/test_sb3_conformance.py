@@ -696,3 +696,21 @@ def test_train_keys_reach_every_dump_of_an_eval_callback_as_with_sb3(tmp_path, s
     ours = _rows_with_train_keys(SACPlus, Monitor(space_env(BOX)), tmp_path / "ours")
     sb3 = _rows_with_train_keys(SAC, Monitor(space_env(BOX)), tmp_path / "sb3")
     assert ours == sb3 > 0
+
+
+@pytest.mark.parametrize("policy", ["CnnPolicy", "MultiInputPolicy"])
+def test_save_as_sb3_exports_image_and_dict_policies(tmp_path, policy):
+    if policy == "CnnPolicy":
+        env = FakeImageEnv(screen_height=36, screen_width=36, n_channels=1, discrete=False)
+        policy_kwargs = dict(net_arch=[16], features_extractor_kwargs=dict(features_dim=16), share_features_extractor=True)
+    else:
+        env = SimpleMultiObsEnv(random_start=False, discrete_actions=False)
+        policy_kwargs = dict(net_arch=[16], features_extractor_kwargs=dict(cnn_output_dim=16))
+    ours = SACPlus(policy, env, buffer_size=100, learning_starts=20, batch_size=8, policy_kwargs=policy_kwargs, seed=0)
+    ours.learn(30)
+    ours.save_as_sb3(tmp_path / "exported.zip")
+    sb3 = SAC.load(tmp_path / "exported.zip", env=env)
+    assert type(sb3.policy) is getattr(sb3_policies, policy)
+    obs = sample_observations(ours.observation_space, 4)
+    np.testing.assert_allclose(sb3.predict(obs, deterministic=True)[0], ours.predict(obs, deterministic=True)[0], atol=1e-6)
+    sb3.learn(10, reset_num_timesteps=False)
