@@ -156,10 +156,14 @@ def kernel_override() -> str:
 def _best_time(call: Callable[[], object]) -> float:
     """Best wall time of ``call`` over a few repetitions (the first one, which warms caches, not counted)."""
     best = float("inf")
+    # the results stay alive, so that each call writes to memory not yet in the cache, as in an update, where the
+    # activations of every layer are kept for the backward pass (a probe that reuses one hot buffer favours the
+    # ways with separate passes over the output, which are slower in training)
+    kept = []
     deadline = time.perf_counter() + _PROBE_SECONDS
     for repeat in range(_PROBE_REPEATS + 1):
         start = time.perf_counter()
-        call()
+        kept.append(call())
         if repeat > 0:
             best = min(best, time.perf_counter() - start)
         if repeat > 1 and time.perf_counter() > deadline:
