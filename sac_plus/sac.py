@@ -269,7 +269,8 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
 
     @staticmethod
     def _optimize(optimizer: th.optim.Optimizer, loss: th.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
+        for param in [p for group in optimizer.param_groups for p in group["params"]]:
+            param.grad = None  # zero_grad(set_to_none=True), without its per-call profiler scope
         loss.backward()
         optimizer.step()
 
