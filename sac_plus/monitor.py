@@ -76,15 +76,17 @@ def check_finite_transition(
     One vectorised finiteness check of what a VecEnv step returned (rewards, observations, the terminal
     observations of finished episodes), naming the quantity, the env index and ``num_timesteps`` (``step``).
     """
-    parts = [(" reward", np.asarray(reward)), *((f" observation{key}", value) for key, value in _parts(new_obs))]
+    # (what, values, env index of the values' first row: None where the rows are the envs)
+    parts: list[tuple[str, np.ndarray, int | None]] = [(" reward", np.asarray(reward), None)]
+    parts += [(f" observation{key}", value, None) for key, value in _parts(new_obs)]
     for index in np.flatnonzero(dones):
         terminal = infos[index].get("terminal_observation")
         if terminal is not None:
-            parts += [(f" terminal observation{key}", value[None]) for key, value in _parts(terminal)]
-    for what, values in parts:
+            parts += [(f" terminal observation{key}", value[None], int(index)) for key, value in _parts(terminal)]
+    for what, values, env in parts:
         row = first_nonfinite_row(values)
         if row is not None:
-            env_index = index if what.startswith(" terminal") else row
+            env_index = row if env is None else env
             raise ValueError(
                 f"The env returned a non-finite{what} (NaN or inf) at num_timesteps={step}, env index {env_index}. "
                 "SACPlus cannot learn from it; fix the env, or wrap it in VecCheckNan to find the step that produces it."

@@ -548,3 +548,21 @@ def test_a_sac_plus_0_1_zip_is_read_with_everything_it_held(tmp_path, space_env,
             assert th.equal(loaded.critic.optimizer.state[param][key], model.critic.optimizer.state[old_param][key])
     assert (loaded.num_timesteps, loaded._n_updates) == (model.num_timesteps, model._n_updates)
     loaded.learn(20, reset_num_timesteps=False)
+
+
+def test_a_non_finite_terminal_observation_names_its_own_env(fast_kwargs):
+    """Two envs end their episodes at the same step; only env 0's last observation is NaN."""
+    envs = [lambda: NonFiniteEnv("observation", at=30), lambda: NonFiniteEnv("observation", at=100)]
+    model = SACPlus("MlpPolicy", DummyVecEnv(envs), **fast_kwargs(learning_starts=5))
+    with pytest.raises(
+        ValueError, match=r"non-finite terminal observation \(NaN or inf\) at num_timesteps=\d+, env index 0\."
+    ):
+        model.learn(300)
+
+
+def test_a_sac_plus_0_1_zip_is_read_from_an_open_file(tmp_path, space_env, fast_kwargs):
+    model = SACPlus("MlpPolicy", space_env(BOX), **fast_kwargs(learning_starts=20)).learn(40)
+    _as_sac_plus_0_1_zip(model, tmp_path / "old.zip")
+    with open(tmp_path / "old.zip", "rb") as file, pytest.warns(UserWarning, match=r"sac_plus 0\.1"):
+        loaded = SACPlus.load(file, env=space_env(BOX))
+    assert_nested_equal(loaded.policy.state_dict(), model.policy.state_dict())
