@@ -60,18 +60,35 @@ def _aten(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None, relu: bool = 
     return out.relu_() if relu else out
 
 
+def _bf16_mm(a: th.Tensor, b: th.Tensor) -> th.Tensor:
+    """``a @ b`` with both rounded to bfloat16 (8 bits of mantissa), the product summed and returned in float32."""
+    return a.to(th.bfloat16).mm(b.to(th.bfloat16)).float()
+
+
+def _bf16(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None, relu: bool = False) -> th.Tensor:
+    """``x @ weight.T + bias`` (then ReLU) with the product in bfloat16; bias and ReLU in float32."""
+    out = _bf16_mm(x, weight.t())
+    if bias is not None:
+        out += bias
+    return out.relu_() if relu else out
+
+
 # Each way of computing a product: name -> function. Forward: (x, W, b, relu) -> y; input gradient: (g, W) -> g W;
-# weight gradient: (g, x) -> g^T x, laid out [out, in] like the weight.
-FORWARD: dict[str, Callable[..., th.Tensor]] = {ATEN: _aten, ONEDNN: _onednn}
+# weight gradient: (g, x) -> g^T x, laid out [out, in] like the weight. The probe times the float32 ways;
+# BFLOAT16 is the opt-in ``matmul_dtype="bfloat16"``, on any device.
+BFLOAT16 = "bfloat16"
+FORWARD: dict[str, Callable[..., th.Tensor]] = {ATEN: _aten, ONEDNN: _onednn, BFLOAT16: _bf16}
 GRAD_INPUT: dict[str, Callable[[th.Tensor, th.Tensor], th.Tensor]] = {
     ATEN: lambda g, w: g.mm(w),
     "transposed": lambda g, w: w.t().mm(g.t()).t().contiguous(),
     ONEDNN: lambda g, w: _onednn(g, w.t(), None),
+    BFLOAT16: _bf16_mm,
 }
 GRAD_WEIGHT: dict[str, Callable[[th.Tensor, th.Tensor], th.Tensor]] = {
     ATEN: lambda g, x: g.t().mm(x),
     "transposed": lambda g, x: x.t().mm(g).t().contiguous(),
     ONEDNN: lambda g, x: _onednn(g.t(), x.t(), None),
+    BFLOAT16: lambda g, x: _bf16_mm(g.t(), x),
 }
 
 
@@ -86,6 +103,7 @@ class Plan:
 
 _ATEN_PLAN = Plan()
 _ONEDNN_PLAN = Plan(ONEDNN, ONEDNN, ONEDNN)
+_BF16_PLAN = Plan(BFLOAT16, BFLOAT16, BFLOAT16)
 # (rows, in, out, relu, threads) -> (plan, {product: {way: seconds}})
 _choices: dict[tuple[int, int, int, bool, int], tuple[Plan, dict[str, dict[str, float]]]] = {}
 
@@ -110,39 +128,6 @@ class _Dense(th.autograd.Function):
         grad_w = GRAD_WEIGHT[ctx.plan.grad_weight](grad, x) if ctx.needs_input_grad[1] else None
         grad_b = grad.sum(dim=0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b, None, None
-
-
-def _bf16_forward(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None, relu: bool) -> th.Tensor:
-    out = x.to(th.bfloat16).mm(weight.to(th.bfloat16).t()).float()
-    if bias is not None:
-        out += bias
-    return out.relu_() if relu else out
-
-
-class _DenseBF16(th.autograd.Function):
-    """
-    :class:`_Dense` with its three products in bfloat16 (inputs rounded to 8 bits of mantissa, products
-    accumulated and returned in float32); parameters, gradients, bias, ReLU and everything else stay float32.
-    """
-
-    @staticmethod
-    def forward(ctx, x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None, relu: bool) -> th.Tensor:
-        out = _bf16_forward(x, weight, bias, relu)
-        ctx.save_for_backward(x, weight, out if relu else None)
-        ctx.relu, ctx.has_bias = relu, bias is not None
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out: th.Tensor):
-        x, weight, out = ctx.saved_tensors
-        grad = grad_out.contiguous()
-        if ctx.relu:
-            grad = th.ops.aten.threshold_backward(grad, out, 0)
-        grad16 = grad.to(th.bfloat16)
-        grad_x = grad16.mm(weight.to(th.bfloat16)).float() if ctx.needs_input_grad[0] else None
-        grad_w = grad16.t().mm(x.to(th.bfloat16)).float() if ctx.needs_input_grad[1] else None
-        grad_b = grad.sum(dim=0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b, None
 
 
 def kernel_override() -> str:
@@ -271,13 +256,13 @@ def linear(
 ) -> th.Tensor:
     """
     ``F.linear(x, weight, bias)`` (then ``relu`` if asked), computed as :func:`chosen_plan` says; with ``bf16``,
-    the products in bfloat16 (:class:`_DenseBF16`) on any device.
+    the three products in bfloat16 (inputs rounded to 8 bits of mantissa, sums in float32) on any device, while
+    parameters, gradients, bias and ReLU stay float32.
     """
     if bf16 and x.dtype == weight.dtype == th.float32 and x.dim() == 2:
-        if th.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
-            return _DenseBF16.apply(x, weight, bias, relu)
-        return _bf16_forward(x, weight, bias, relu)
-    plan = chosen_plan(x, weight, relu)
+        plan: Plan | None = _BF16_PLAN
+    else:
+        plan = chosen_plan(x, weight, relu)
     if plan is None:
         out = F.linear(x, weight, bias)
         return F.relu(out) if relu else out
@@ -288,14 +273,11 @@ def linear(
 
 class Linear(nn.Linear):
     """
-    ``nn.Linear`` (same parameters and state dict) whose products use :func:`linear`.
-
-    :param matmul_dtype: ``"float32"`` (default) or ``"bfloat16"`` for the products (see :class:`_DenseBF16`)
+    ``nn.Linear`` (same parameters and state dict) whose products use :func:`linear`; with ``bf16`` set (the
+    policy's ``matmul_dtype="bfloat16"``), in bfloat16.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, matmul_dtype: str = "float32", **kwargs):
-        super().__init__(in_features, out_features, bias, **kwargs)
-        self.bf16 = check_matmul_dtype(matmul_dtype) == "bfloat16"
+    bf16 = False
 
     def forward(self, x: th.Tensor) -> th.Tensor:
         return linear(x, self.weight, self.bias, bf16=self.bf16)
