@@ -175,20 +175,18 @@ class TrainingMonitor:
             return None
         return update, [name for (_, name), at in zip(TRAIN_STATS, first, strict=True) if at == update]
 
-    def pop_means(self) -> dict[str, float] | None:
-        """Means of the statistics since the last call, by logger key (``None`` without updates); synchronises."""
+    def peek_means(self) -> dict[str, float] | None:
+        """Means of the statistics of this window, by logger key (``None`` without updates); synchronises."""
         if self.count == 0:
             return None
         means = (self.sums / self.count).tolist()
-        self._reset_sums()
         return {key: mean for (key, _), mean in zip(TRAIN_STATS, means, strict=True)}
 
-    def peek_means(self) -> dict[str, float] | None:
-        """Like :meth:`pop_means`, without starting a new window."""
-        if self.count == 0:
-            return None
-        means = (self.sums / self.count).tolist()
-        return {key: mean for (key, _), mean in zip(TRAIN_STATS, means, strict=True)}
+    def pop_means(self) -> dict[str, float] | None:
+        """Like :meth:`peek_means`, then a new window starts."""
+        means = self.peek_means()
+        self._reset_sums()
+        return means
 
 
 def check_on_divergence(on_divergence: str) -> str:
@@ -222,10 +220,13 @@ class MonitoredOffPolicyAlgorithm(OffPolicyAlgorithm):
     def _log_train_stats(self, new_window: bool) -> None:
         self.monitor.log(self.logger, self._n_updates, new_window)
 
-    def dump_logs(self) -> None:
-        # the means since the last dump (one host synchronisation), then the divergence check
+    def _flush_train_stats(self) -> None:
+        """The means since the last dump into the logger (one host synchronisation), then the divergence check."""
         self._log_train_stats(new_window=True)
         self._check_divergence()
+
+    def dump_logs(self) -> None:
+        self._flush_train_stats()
         super().dump_logs()
 
     def collect_rollouts(self, *args: Any, **kwargs: Any) -> RolloutReturn:
@@ -269,9 +270,7 @@ class MonitoredOffPolicyAlgorithm(OffPolicyAlgorithm):
             )
             return self
         super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
-        # the last updates since the previous log dump reach the logger and are checked for divergence
-        self._log_train_stats(new_window=True)
-        self._check_divergence()
+        self._flush_train_stats()  # the updates since the last dump reach the logger and are checked
         return self
 
     def _excluded_save_params(self) -> list[str]:

@@ -720,13 +720,12 @@ class SACPlusPolicy(BasePolicy):
         The actor's and critics' modules, each with whether its class has its own ``train()``; cached for this
         actor and critic (a module assigned into them afterwards is not seen: assign a new actor or critic instead).
         """
-        owners = (id(self.actor), id(self.critic))
         cached = self.__dict__.get("_mode_module_cache")
-        if cached is None or cached[0] != owners:
+        if cached is None or cached[0] is not self.actor or cached[1] is not self.critic:
             modules = [*self.actor.modules(), *self.critic.modules()]
-            cached = (owners, [(m, type(m).train is not nn.Module.train) for m in modules])
+            cached = (self.actor, self.critic, [(m, type(m).train is not nn.Module.train) for m in modules])
             self.__dict__["_mode_module_cache"] = cached
-        return cached[1]
+        return cached[2]
 
 
 MlpPolicy = SACPlusPolicy

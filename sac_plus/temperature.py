@@ -10,6 +10,8 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.type_aliases import Schedule
 
+from sac_plus.policies import check_positive_int
+
 # Christodoulou's heuristic for Discrete actions is 0.98 * log|A| ("Soft Actor-Critic for Discrete Action
 # Settings", 2019). Measured in benchmarks/RESULTS.md: a constant 0.98 keeps the policy too
 # random (CartPole-v1: one seed in three collapsed at the end; LunarLander-v3: -779); a constant 0.6 solves CartPole-v1
@@ -103,8 +105,7 @@ def check_target_entropy_scale(scale: float | Schedule | UpdateSchedule) -> floa
     if isinstance(scale, UpdateSchedule):
         _check_scale_value(scale.start, "target_entropy_scale.start")
         _check_scale_value(scale.end, "target_entropy_scale.end")
-        if isinstance(scale.updates, bool) or not isinstance(scale.updates, (int, np.integer)) or scale.updates < 1:
-            raise ValueError(f"target_entropy_scale.updates={scale.updates!r} is not valid; accepted: an integer >= 1")
+        check_positive_int(scale.updates, "target_entropy_scale.updates")
         return scale
     if callable(scale):
         for progress_remaining in _CHECKED_PROGRESS:
