@@ -1,0 +1,178 @@
+"""Normalisation layers of the CrossQ- and SimBa-style networks.
+
+- :class:`BatchRenorm`: batch renormalisation (Ioffe 2017, https://arxiv.org/abs/1702.03275), what CrossQ puts
+  in its critic and actor (Bhatt et al. 2024, https://arxiv.org/abs/1902.05605).
+- :class:`RunningObservationNorm`: SimBa's running statistics normalisation of the observations (Lee et al. 2025,
+  https://arxiv.org/abs/2410.09754, section 4.1), as a features extractor.
+
+Both keep their statistics in buffers whose names start with ``running_``: they are saved and restored with the
+state dict, and a target critic *copies* them from its critic instead of averaging them (SB3 issue #996).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+__all__ = ["BatchRenorm", "RunningObservationNorm", "frozen_statistics"]
+
+
+class BatchRenorm(nn.Module):
+    """
+    Batch renormalisation of ``[B, num_features]`` inputs.
+
+    In train mode the input is normalised with the batch's mean and standard deviation, as batch norm does; after
+    ``warmup_steps`` train-mode batches the result is corrected toward the running statistics,
+    ``x_hat = (x - mean_B) / std_B * r + d`` with ``r = std_B / std`` clipped to ``[1/r_max, r_max]`` and
+    ``d = (mean_B - mean) / std`` clipped to ``[-d_max, d_max]``, both without gradient (Ioffe 2017, algorithm 1),
+    so that train and eval outputs agree once the running statistics are good. Each train-mode call moves the
+    running statistics by ``momentum`` toward the batch's. In eval mode, only the running statistics are used and
+    nothing changes. ``y = weight * x_hat + bias``.
+
+    The parameter and buffer names are ``nn.BatchNorm1d``'s (``weight``, ``bias``, ``running_mean``,
+    ``running_var``, ``num_batches_tracked``).
+
+    :param num_features: size of the last dimension
+    :param momentum: weight of each batch in the running statistics (sb3-contrib's CrossQ: 0.01)
+    :param eps: added to the variances before the square root
+    :param warmup_steps: train-mode batches normalised by their own statistics only (plain batch norm)
+    :param r_max: bound of the scale correction ``r``
+    :param d_max: bound of the shift correction ``d``
+    """
+
+    running_mean: th.Tensor
+    running_var: th.Tensor
+    num_batches_tracked: th.Tensor
+
+    def __init__(
+        self,
+        num_features: int,
+        momentum: float = 0.01,
+        eps: float = 1e-3,
+        warmup_steps: int = 100_000,
+        r_max: float = 3.0,
+        d_max: float = 5.0,
+    ):
+        super().__init__()
+        if not 0.0 < momentum <= 1.0:
+            raise ValueError(f"batch_norm_momentum={momentum!r} is not valid; accepted: a float in (0, 1]")
+        if not eps > 0.0:
+            raise ValueError(f"batch_norm_eps={eps!r} is not valid; accepted: a float > 0")
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, np.integer)) or warmup_steps < 0:
+            raise ValueError(f"renorm_warmup_steps={warmup_steps!r} is not valid; accepted: an integer >= 0")
+        self.num_features = num_features
+        self.momentum = momentum
+        self.eps = eps
+        self.warmup_steps = int(warmup_steps)
+        self.r_max = r_max
+        self.d_max = d_max
+        self.weight = nn.Parameter(th.ones(num_features))
+        self.bias = nn.Parameter(th.zeros(num_features))
+        self.register_buffer("running_mean", th.zeros(num_features))
+        self.register_buffer("running_var", th.ones(num_features))
+        self.register_buffer("num_batches_tracked", th.tensor(0, dtype=th.long))
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        if self.training:
+            x_hat = self._renormalise(x)
+        else:
+            x_hat = (x - self.running_mean) * th.rsqrt(self.running_var + self.eps)
+        return th.addcmul(self.bias, x_hat, self.weight)
+
+    def _renormalise(self, x: th.Tensor) -> th.Tensor:
+        """Train mode: normalise by the batch, corrected by ``r`` and ``d``; update the running statistics."""
+        batch_var, batch_mean = th.var_mean(x, dim=0, correction=0)
+        batch_std = th.sqrt(batch_var + self.eps)
+        with th.no_grad():
+            running_std = th.sqrt(self.running_var + self.eps)
+            # before the end of the warm-up r = 1 and d = 0 (plain batch norm); a tensor test, not a Python
+            # one, so that a GPU does not synchronise on the counter
+            warm = self.num_batches_tracked >= self.warmup_steps
+            r = th.where(warm, (batch_std / running_std).clamp(1.0 / self.r_max, self.r_max), 1.0)
+            d = th.where(warm, ((batch_mean - self.running_mean) / running_std).clamp(-self.d_max, self.d_max), 0.0)
+            # the running variance is the unbiased one, as nn.BatchNorm1d keeps it
+            n = x.shape[0]
+            unbiased_var = batch_var * (n / max(n - 1, 1))
+            self.running_mean.lerp_(batch_mean, self.momentum)
+            self.running_var.lerp_(unbiased_var, self.momentum)
+            self.num_batches_tracked += 1
+        return (x - batch_mean) / batch_std * r + d
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}, warmup_steps={self.warmup_steps}"
+
+
+@contextlib.contextmanager
+def frozen_statistics(modules: list[BatchRenorm]) -> Iterator[None]:
+    """
+    The given batch renormalisation layers in eval mode (running statistics, none updated) inside the block,
+    whatever the mode of the network around them; their mode is restored afterwards.
+    """
+    modes = [module.training for module in modules]
+    for module in modules:
+        module.training = False
+    try:
+        yield
+    finally:
+        for module, mode in zip(modules, modes, strict=True):
+            module.training = mode
+
+
+class RunningObservationNorm(BaseFeaturesExtractor):
+    """
+    Flattened observations standardised by running statistics of the observations seen so far (SimBa's RSNorm),
+    ``(obs - mean) / sqrt(var + eps)``.
+
+    The statistics are not updated by ``forward``: :meth:`update` adds a batch of observations (SACPlus calls it,
+    through ``policy.update_observation_statistics``, with the observations of every env step), so that actor,
+    critics and target critics normalise alike, and evaluation or replay does not move the statistics.
+
+    :param observation_space: a Box observation space (Dict observations: flatten them first)
+    :param eps: added to the variance before the square root
+    """
+
+    running_mean: th.Tensor
+    running_var: th.Tensor
+    running_count: th.Tensor
+
+    def __init__(self, observation_space: spaces.Space, eps: float = 1e-8):
+        if not isinstance(observation_space, spaces.Box):
+            raise TypeError(
+                f"RunningObservationNorm normalises Box observations, got {observation_space}; accepted: a Box "
+                "observation space (wrap Dict observations in gymnasium's FlattenObservation)"
+            )
+        features_dim = get_flattened_obs_dim(observation_space)
+        super().__init__(observation_space, features_dim)
+        self.eps = eps
+        self.flatten = nn.Flatten()
+        self.register_buffer("running_mean", th.zeros(features_dim))
+        self.register_buffer("running_var", th.ones(features_dim))
+        self.register_buffer("running_count", th.zeros((), dtype=th.float64))
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return (self.flatten(observations) - self.running_mean) * th.rsqrt(self.running_var + self.eps)
+
+    @th.no_grad()
+    def update(self, observations: th.Tensor) -> None:
+        """Merge the statistics of a batch ``[B, ...]`` into the running ones (Chan et al.'s parallel update)."""
+        batch = self.flatten(observations.float())
+        n = batch.shape[0]
+        if n == 0:
+            return
+        batch_var, batch_mean = th.var_mean(batch, dim=0, correction=0)
+        # all in tensors: no host synchronisation per env step on a GPU
+        count = self.running_count.to(batch.dtype)
+        total = count + n
+        delta = batch_mean - self.running_mean
+        # the mean of squared deviations of everything seen so far; the prior var of 1 has no weight at count 0
+        merged_var = (self.running_var * count + batch_var * n + delta.square() * (count * n / total)) / total
+        self.running_mean.add_(delta * (n / total))
+        self.running_var.copy_(merged_var)
+        self.running_count.add_(n)
