@@ -30,6 +30,9 @@ TRAIN_STATS = (
     ("train/ent_coef_loss", "the temperature loss"),
     ("train/tanh_saturation", "the fraction of saturated tanh units"),
 )
+# The statistics of the actor and temperature update, which policy_delay > 1 skips at some updates: their means
+# are over the updates that computed them.
+ACTOR_STATS = ("train/actor_loss", "train/entropy", "train/ent_coef_loss", "train/tanh_saturation")
 # Reading the non-finite flags back costs a host synchronisation on a GPU: there, do it this rarely (and at each
 # log dump). On the CPU there is nothing to synchronise, so the flags are read after every train() call.
 DIVERGENCE_CHECK_INTERVAL = 1000
@@ -117,12 +120,20 @@ class TrainingMonitor:
 
     def _reset_sums(self) -> None:
         self.sums = th.zeros(len(TRAIN_STATS), device=self.device)
-        self.count = 0
+        self.counts = [0] * len(TRAIN_STATS)
 
-    def record(self, stats: th.Tensor, first_update: int) -> None:
-        """Add ``stats`` (``[updates, len(TRAIN_STATS)]``, update ``first_update`` first), without synchronising."""
+    def record(self, stats: th.Tensor, first_update: int, actor_updated: list[bool] | None = None) -> None:
+        """
+        Add ``stats`` (``[updates, len(TRAIN_STATS)]``, update ``first_update`` first), without synchronising.
+        ``actor_updated``: per update, whether the actor was (``None``: at every one); the :data:`ACTOR_STATS` of
+        the others are zeros and do not count.
+        """
         self.sums += stats.sum(dim=0)
-        self.count += stats.shape[0]
+        n_actor = stats.shape[0] if actor_updated is None else sum(actor_updated)
+        self.counts = [
+            count + (n_actor if key in ACTOR_STATS else stats.shape[0])
+            for count, (key, _) in zip(self.counts, TRAIN_STATS, strict=True)
+        ]
         updates = th.arange(first_update, first_update + stats.shape[0], device=stats.device).unsqueeze(1)
         nonfinite_at = th.where(th.isfinite(stats), self.first_nonfinite_update, updates).amin(dim=0)
         th.minimum(self.first_nonfinite_update, nonfinite_at, out=self.first_nonfinite_update)
@@ -177,10 +188,10 @@ class TrainingMonitor:
 
     def peek_means(self) -> dict[str, float] | None:
         """Means of the statistics of this window, by logger key (``None`` without updates); synchronises."""
-        if self.count == 0:
+        if max(self.counts) == 0:
             return None
-        means = (self.sums / self.count).tolist()
-        return {key: mean for (key, _), mean in zip(TRAIN_STATS, means, strict=True)}
+        sums = self.sums.tolist()
+        return {key: total / count for (key, _), total, count in zip(TRAIN_STATS, sums, self.counts, strict=True) if count}
 
     def pop_means(self) -> dict[str, float] | None:
         """Like :meth:`peek_means`, then a new window starts."""

@@ -8,7 +8,6 @@ reparameterised sample, Discrete actors with the exact inner product over all ac
 
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
 from collections.abc import Callable
@@ -38,6 +37,8 @@ from sac_plus.distributions import (
 )
 from sac_plus.linear import MLP, Linear, check_matmul_dtype
 from sac_plus.monitor import DivergenceError, check_finite_observation
+from sac_plus.networks import BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, RENORM_WARMUP_STEPS, NetworkSpec, final_linear
+from sac_plus.normalization import BatchRenorm, RunningObservationNorm, frozen_statistics
 
 INIT_SCHEMES = ("orthogonal", "pytorch")
 # The name "orthogonal" had before 0.2; still read (with a warning) so that older configs keep working.
@@ -57,6 +58,18 @@ class SoftValue(NamedTuple):
     value: th.Tensor
     mean_log_prob: th.Tensor
     saturation: th.Tensor | None = None
+
+
+class PolicySample(NamedTuple):
+    """
+    What an actor's expectations over actions are computed from (:meth:`BaseActor.sample`). Box: one sampled
+    action per state ``actions`` ``[B, A]`` and its ``log_probs`` ``[B, 1]``. Discrete: no sample (``actions`` is
+    ``None``), ``log_probs`` and ``probs`` of every action, ``[B, |A|]``.
+    """
+
+    actions: th.Tensor | None
+    log_probs: th.Tensor
+    probs: th.Tensor | None = None
 
 
 ACCEPTED_ACTION_SPACES = "gymnasium.spaces.Box with finite bounds, or gymnasium.spaces.Discrete with start=0"
@@ -97,40 +110,6 @@ def check_positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
-def init_hidden_(weight: th.Tensor, bias: th.Tensor) -> None:
-    """Hidden layers: orthogonal with the ReLU gain sqrt(2), zero bias (keeps activations' scale through depth)."""
-    nn.init.orthogonal_(weight, gain=math.sqrt(2.0))
-    nn.init.zeros_(bias)
-
-
-def init_final_(weight: th.Tensor, bias: th.Tensor) -> None:
-    """
-    Final layers: uniform in +-3e-3 (Lillicrap et al. 2016), so initial Q-values and policy means are near 0
-    and the initial log std is near 0 whatever the hidden features are.
-    """
-    nn.init.uniform_(weight, -3e-3, 3e-3)
-    nn.init.uniform_(bias, -3e-3, 3e-3)
-
-
-def mlp(input_dim: int, net_arch: list[int], activation_fn: type[nn.Module], init_scheme: str) -> MLP:
-    """Hidden layers only (the heads are added by the caller), initialised by ``init_scheme``."""
-    layers: list[nn.Module] = []
-    for width in net_arch:
-        layer = Linear(input_dim, width)
-        if init_scheme == "orthogonal":
-            init_hidden_(layer.weight, layer.bias)
-        layers += [layer, activation_fn()]
-        input_dim = width
-    return MLP(*layers)
-
-
-def final_linear(input_dim: int, output_dim: int, init_scheme: str) -> nn.Linear:
-    layer = Linear(input_dim, output_dim)
-    if init_scheme == "orthogonal":
-        init_final_(layer.weight, layer.bias)
-    return layer
-
-
 def build_optimizer(
     optimizer_class: Callable[..., th.optim.Optimizer], params, lr: float, optimizer_kwargs: dict[str, Any]
 ) -> th.optim.Optimizer:
@@ -149,14 +128,6 @@ def build_optimizer(
         except RuntimeError:  # no fused kernel for this device or dtype (e.g. CPU before torch 2.4)
             return optimizer_class(params, lr=lr, foreach=True, **optimizer_kwargs)
     return optimizer_class(params, lr=lr, **optimizer_kwargs)
-
-
-def q_network(input_dim: int, net_arch: list[int], output_dim: int, activation_fn: type[nn.Module], init_scheme: str) -> MLP:
-    """One Q-network laid out as SB3's ``create_mlp`` lays it out (``Linear, act, ..., Linear``), so that its
-    state-dict names (``0.weight``, ``2.weight``, ...) are SB3's."""
-    hidden = mlp(input_dim, net_arch, activation_fn, init_scheme)
-    head = final_linear(net_arch[-1] if net_arch else input_dim, output_dim, init_scheme)
-    return MLP(*hidden, head)
 
 
 class Critic(BaseModel):
@@ -178,6 +149,8 @@ class Critic(BaseModel):
     :param share_features_extractor: Whether the features extractor is the actor's; if so, the critic loss
         does not train it (as in SB3)
     :param init_scheme: ``"orthogonal"`` or ``"pytorch"``, see :class:`SACPlusPolicy`
+    :param network_kwargs: the other keywords of :class:`~sac_plus.networks.NetworkSpec` (``architecture``,
+        ``batch_norm``, ``block_expansion``); ``None``: SB3's MLP
     """
 
     features_extractor: BaseFeaturesExtractor
@@ -194,6 +167,7 @@ class Critic(BaseModel):
         n_critics: int = 2,
         share_features_extractor: bool = True,
         init_scheme: str = "pytorch",
+        network_kwargs: dict[str, Any] | None = None,
     ):
         super().__init__(
             observation_space,
@@ -201,6 +175,7 @@ class Critic(BaseModel):
             features_extractor=features_extractor,
             normalize_images=normalize_images,
         )
+        network = NetworkSpec(activation_fn, init_scheme, **(network_kwargs or {}))
         self.takes_action = isinstance(action_space, spaces.Box)
         input_dim = features_dim + (get_action_dim(action_space) if self.takes_action else 0)
         if self.takes_action:
@@ -212,7 +187,9 @@ class Critic(BaseModel):
         self.share_features_extractor = share_features_extractor
         self.q_networks: list[nn.Module] = []
         for index in range(self.n_critics):
-            q_net = q_network(input_dim, net_arch, output_dim, activation_fn, init_scheme)
+            # laid out as SB3's create_mlp lays it out, so that its state-dict names (0.weight, 2.weight, ...) are SB3's
+            body = network.body(input_dim, net_arch)
+            q_net = MLP(*body, network.head(net_arch[-1] if net_arch else input_dim, output_dim))
             self.add_module(f"qf{index}", q_net)
             self.q_networks.append(q_net)
 
@@ -246,8 +223,41 @@ class Critic(BaseModel):
         """``Q_i(s, a)`` of the given (buffer) actions, each ``[B, 1]``."""
         if self.takes_action:
             return self(obs, actions)
+        return self._select(self(obs), actions)
+
+    @staticmethod
+    def _select(q_values: tuple[th.Tensor, ...], actions: th.Tensor) -> tuple[th.Tensor, ...]:
+        """Discrete actions: ``Q_i(s, a)`` picked out of ``Q_i(s, .)``."""
         index = actions.long().reshape(-1, 1)
-        return tuple(q_all.gather(1, index) for q_all in self(obs))
+        return tuple(q_all.gather(1, index) for q_all in q_values)
+
+    def joint_q(
+        self, obs: PyTorchObs, actions: th.Tensor, next_obs: PyTorchObs, next_actions: th.Tensor | None
+    ) -> tuple[tuple[th.Tensor, ...], th.Tensor]:
+        """
+        ``Q_i(s, a)`` of the buffer actions and ``min_i Q_i(s', a')`` (Discrete: ``min_i Q_i(s', .)``) from *one*
+        forward pass over the batch ``[s; s']`` (CrossQ, Bhatt et al. 2024, section 3): batch normalisation in train
+        mode then normalises both halves with the statistics of their mixture, the distribution the critic is
+        asked about. ``next_actions``: Box only (``None`` for Discrete actions).
+        """
+        batch_size = actions.shape[0]
+        both_obs = concat_observations(obs, next_obs)
+        both_actions = th.cat([actions, next_actions], dim=0) if self.takes_action and next_actions is not None else None
+        q_values = self(both_obs, both_actions)
+        current = tuple(q[:batch_size] for q in q_values)
+        if not self.takes_action:
+            current = self._select(current, actions)
+        next_q = [q[batch_size:] for q in q_values]
+        return current, next_q[0] if len(next_q) == 1 else th.stack(next_q).amin(dim=0)
+
+
+def concat_observations(first: PyTorchObs, second: PyTorchObs) -> PyTorchObs:
+    """Two batches of observations as one (Dict observations key by key)."""
+    if isinstance(first, dict):
+        assert isinstance(second, dict)
+        return {key: th.cat([first[key], second[key]], dim=0) for key in first}
+    assert isinstance(second, th.Tensor)
+    return th.cat([first, second], dim=0)
 
 
 class BaseActor(BasePolicy):
@@ -263,6 +273,7 @@ class BaseActor(BasePolicy):
     :param normalize_images: Whether to divide images by 255
     :param init_scheme: ``"orthogonal"`` or ``"pytorch"``, see :class:`SACPlusPolicy`
     :param squash_output: Whether actions are in [-1, 1] and rescaled to the Box bounds by SB3
+    :param network_kwargs: see :class:`Critic`
     """
 
     def __init__(
@@ -276,6 +287,7 @@ class BaseActor(BasePolicy):
         normalize_images: bool = True,
         init_scheme: str = "pytorch",
         squash_output: bool = False,
+        network_kwargs: dict[str, Any] | None = None,
     ):
         super().__init__(
             observation_space,
@@ -288,7 +300,9 @@ class BaseActor(BasePolicy):
         self.features_dim = features_dim
         self.activation_fn = activation_fn
         self.init_scheme = init_scheme
-        self.latent_pi = mlp(features_dim, net_arch, activation_fn, init_scheme)
+        self.network_kwargs = network_kwargs
+        network = NetworkSpec(activation_fn, init_scheme, **(network_kwargs or {}))
+        self.latent_pi = MLP(*network.body(features_dim, net_arch))
         self.latent_dim = net_arch[-1] if net_arch else features_dim
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -300,12 +314,28 @@ class BaseActor(BasePolicy):
                 activation_fn=self.activation_fn,
                 features_extractor=self.features_extractor,
                 init_scheme=self.init_scheme,
+                network_kwargs=self.network_kwargs,
             )
         )
         return data
 
     def latent(self, obs: PyTorchObs) -> th.Tensor:
         return self.latent_pi(self.extract_features(obs, self.features_extractor))
+
+    def sample(self, obs: PyTorchObs) -> PolicySample:
+        raise NotImplementedError
+
+    def expectation(self, sample: PolicySample, min_q: th.Tensor, ent_coef: th.Tensor) -> SoftValue:
+        """
+        E_pi[min_i Q_i(s, a) - alpha log pi(a|s)] and E_pi[log pi(a|s)] from :meth:`sample`'s result and the
+        critic's ``min_q`` at the sampled actions (Box) or at every action (Discrete).
+        """
+        raise NotImplementedError
+
+    def soft_value(self, obs: PyTorchObs, critic: Critic, ent_coef: th.Tensor) -> SoftValue:
+        """The soft value of ``obs`` under ``critic``: :meth:`expectation` of a :meth:`sample` at ``obs``."""
+        sample = self.sample(obs)
+        return self.expectation(sample, critic.min_q(obs, sample.actions), ent_coef)
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         return self(observation, deterministic)
@@ -348,6 +378,7 @@ class SquashedGaussianActor(BaseActor):
         clip_mean: float = 2.0,
         normalize_images: bool = True,
         init_scheme: str = "pytorch",
+        network_kwargs: dict[str, Any] | None = None,
     ):
         super().__init__(
             observation_space,
@@ -359,6 +390,7 @@ class SquashedGaussianActor(BaseActor):
             normalize_images,
             init_scheme,
             squash_output=True,
+            network_kwargs=network_kwargs,
         )
         self.use_sde = use_sde
         self.log_std_init = log_std_init
@@ -453,12 +485,16 @@ class SquashedGaussianActor(BaseActor):
         actions, log_prob = self._sample_with_log_prob(obs)
         return actions, log_prob.squeeze(-1)
 
-    def soft_value(self, obs: PyTorchObs, critic: Critic, ent_coef: th.Tensor) -> SoftValue:
-        """One reparameterised sample: gradients reach the actor through the action (reparameterisation trick)."""
+    def sample(self, obs: PyTorchObs) -> PolicySample:
+        """One reparameterised sample per state: gradients reach the actor through the action."""
         actions, log_prob = self._sample_with_log_prob(obs)
-        min_q = critic.min_q(obs, actions)
-        saturation = (actions.detach().abs() > SATURATION_THRESHOLD).float().mean()
-        return SoftValue(min_q - ent_coef * log_prob, log_prob, saturation)
+        return PolicySample(actions, log_prob)
+
+    def expectation(self, sample: PolicySample, min_q: th.Tensor, ent_coef: th.Tensor) -> SoftValue:
+        """The one-sample estimate ``min_q - alpha log pi(a|s)`` (``min_q`` at the sampled actions)."""
+        assert sample.actions is not None
+        saturation = (sample.actions.detach().abs() > SATURATION_THRESHOLD).float().mean()
+        return SoftValue(min_q - ent_coef * sample.log_probs, sample.log_probs, saturation)
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         if deterministic:
@@ -481,14 +517,17 @@ class CategoricalActor(BaseActor):
     def action_logits(self, obs: PyTorchObs) -> th.Tensor:
         return self.logits(self.latent(obs))
 
-    def soft_value(self, obs: PyTorchObs, critic: Critic, ent_coef: th.Tensor) -> SoftValue:
-        """Exact expectations ``pi(.|s)^T F(s, .)`` over all actions (Christodoulou 2019, eq. 10 and 12)."""
+    def sample(self, obs: PyTorchObs) -> PolicySample:
+        """``pi(.|s)`` and ``log pi(.|s)`` over all actions (no action is drawn: expectations are exact)."""
         log_probs = th.log_softmax(self.action_logits(obs), dim=-1)
-        probs = log_probs.exp()
-        min_q = critic.min_q(obs)
+        return PolicySample(None, log_probs, log_probs.exp())
+
+    def expectation(self, sample: PolicySample, min_q: th.Tensor, ent_coef: th.Tensor) -> SoftValue:
+        """Exact expectations ``pi(.|s)^T F(s, .)`` over all actions (Christodoulou 2019, eq. 10 and 12)."""
+        assert sample.probs is not None
         return SoftValue(
-            categorical_expectation(probs, min_q - ent_coef * log_probs),
-            categorical_expectation(probs, log_probs),
+            categorical_expectation(sample.probs, min_q - ent_coef * sample.log_probs),
+            categorical_expectation(sample.probs, sample.log_probs),
         )
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
@@ -543,11 +582,22 @@ class SACPlusPolicy(BasePolicy):
         gradients, optimizer states, biases and activations stay float32. About twice as fast per product on CPUs
         with bfloat16 units (AVX512-BF16, AMX) and GPUs; it changes the numbers of every update (relative
         rounding of about 0.4% per input), see benchmarks/RESULTS.md for its effect on learning.
+    :param architecture: ``"mlp"`` (default, SB3's) or ``"simba"``: residual blocks with pre-LayerNorm, where
+        ``net_arch`` lists one width per block (see :mod:`sac_plus.networks`; :class:`SimbaPolicy` sets it)
+    :param block_expansion: ``"simba"`` only: width multiplier inside a residual block
+    :param batch_norm: batch renormalisation before every layer of actor and critics (CrossQ; see
+        :class:`~sac_plus.normalization.BatchRenorm`); used in train mode by the updates (the critic's target and
+        the actor loss read running statistics) and in eval mode when acting. :class:`CrossQPolicy` sets it.
+    :param batch_norm_momentum: weight of each batch in the running statistics
+    :param batch_norm_eps: added to the variances for numerical stability
+    :param renorm_warmup_steps: train-mode batches before the running statistics correct the batch's
+    :param use_target_critic: ``False``: no target critic; the algorithm sets it from its own keyword
+        (``SACPlus(use_target_critic=False)``), as SB3 sets ``use_sde``
     """
 
     actor: SACPlusActor
     critic: Critic
-    critic_target: Critic
+    critic_target: Critic | None
 
     def __init__(
         self,
@@ -569,6 +619,13 @@ class SACPlusPolicy(BasePolicy):
         share_features_extractor: bool = False,
         init_scheme: str = "pytorch",
         matmul_dtype: str = "float32",
+        architecture: str = "mlp",
+        block_expansion: int = 4,
+        batch_norm: bool = False,
+        batch_norm_momentum: float = BATCH_NORM_MOMENTUM,
+        batch_norm_eps: float = BATCH_NORM_EPS,
+        renorm_warmup_steps: int = RENORM_WARMUP_STEPS,
+        use_target_critic: bool = True,
     ):
         super().__init__(
             observation_space,
@@ -594,12 +651,31 @@ class SACPlusPolicy(BasePolicy):
         self.n_critics = check_positive_int(n_critics, "n_critics")
         self.share_features_extractor = share_features_extractor
         self.init_scheme = init_scheme = check_init_scheme(init_scheme)
+        self.architecture = architecture
+        self.block_expansion = check_positive_int(block_expansion, "block_expansion")
+        self.batch_norm = bool(batch_norm)
+        self.batch_norm_momentum = batch_norm_momentum
+        self.batch_norm_eps = batch_norm_eps
+        self.renorm_warmup_steps = renorm_warmup_steps
+        self.use_target_critic = bool(use_target_critic)
+        batch_norm_kwargs = None
+        if batch_norm:
+            batch_norm_kwargs = dict(
+                batch_norm_momentum=batch_norm_momentum,
+                batch_norm_eps=batch_norm_eps,
+                renorm_warmup_steps=renorm_warmup_steps,
+            )
+        network_kwargs: dict[str, Any] = dict(
+            architecture=architecture, batch_norm=batch_norm_kwargs, block_expansion=block_expansion
+        )
+        NetworkSpec(activation_fn, init_scheme, **network_kwargs)  # fail here, naming the policy keyword
         common = dict(
             observation_space=self.observation_space,
             action_space=self.action_space,
             activation_fn=activation_fn,
             normalize_images=normalize_images,
             init_scheme=init_scheme,
+            network_kwargs=network_kwargs,
         )
         self.actor_kwargs = dict(common, net_arch=actor_arch)
         if isinstance(action_space, spaces.Box):
@@ -626,11 +702,13 @@ class SACPlusPolicy(BasePolicy):
             self.critic = self.make_critic()
             critic_parameters = list(self.critic.parameters())
         self.critic.optimizer = build_optimizer(self.optimizer_class, critic_parameters, lr_schedule(1), self.optimizer_kwargs)
-        # The target never shares its extractor and is never trained by gradients: only Polyak-averaged.
-        self.critic_target = self.make_critic()
-        self.critic_target.load_state_dict(self.critic.state_dict())
-        self.critic_target.requires_grad_(False)
-        self.critic_target.set_training_mode(False)
+        self.critic_target = None
+        if self.use_target_critic:
+            # The target never shares its extractor and is never trained by gradients: only Polyak-averaged.
+            self.critic_target = self.make_critic()
+            self.critic_target.load_state_dict(self.critic.state_dict())
+            self.critic_target.requires_grad_(False)
+            self.critic_target.set_training_mode(False)
 
     def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> SACPlusActor:
         kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
@@ -660,13 +738,76 @@ class SACPlusPolicy(BasePolicy):
                 share_features_extractor=self.share_features_extractor,
                 init_scheme=self.init_scheme,
                 matmul_dtype=self.matmul_dtype,
+                architecture=self.architecture,
+                block_expansion=self.block_expansion,
+                batch_norm=self.batch_norm,
+                batch_norm_momentum=self.batch_norm_momentum,
+                batch_norm_eps=self.batch_norm_eps,
+                renorm_warmup_steps=self.renorm_warmup_steps,
+                use_target_critic=self.use_target_critic,
             )
         )
         return data
 
     def soft_value(self, obs: PyTorchObs, critic: Critic, ent_coef: th.Tensor) -> SoftValue:
-        """E_pi[min_i Q_i(s, a) - alpha log pi(a|s)] and E_pi[log pi(a|s)] for the states ``obs``."""
-        return self.actor.soft_value(obs, critic, ent_coef)
+        """
+        E_pi[min_i Q_i(s, a) - alpha log pi(a|s)] and E_pi[log pi(a|s)] for the states ``obs`` (the actor loss
+        and the temperature's); the critic's batch normalisation, if any, reads its running statistics (CrossQ).
+        """
+        with frozen_statistics(self._batch_norms(critic)):
+            return self.actor.soft_value(obs, critic, ent_coef)
+
+    def td_terms(
+        self, obs: PyTorchObs, actions: th.Tensor, next_obs: PyTorchObs, ent_coef: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """
+        What the critic loss compares: ``Q_i(s, a)`` of the buffer actions, stacked ``[n_critics, B, 1]`` (with
+        gradients), and the soft value ``V(s') = E_pi[min_i Q_i(s', a') - alpha log pi(a'|s')]`` ``[B, 1]``
+        (without). With a target critic, ``V(s')`` is the target's; without (``use_target_critic=False``,
+        CrossQ), the critic's own, from the same forward pass as ``Q_i(s, a)`` (:meth:`Critic.joint_q`).
+        The next actions are drawn with the actor's batch normalisation reading its running statistics.
+        """
+        with th.no_grad(), frozen_statistics(self._batch_norms(self.actor)):
+            next_sample = self.actor.sample(next_obs)
+        if self.critic_target is not None:
+            with th.no_grad():
+                next_min_q = self.critic_target.min_q(next_obs, next_sample.actions)
+            current_q = self.critic.q_of_actions(obs, actions)
+        else:
+            current_q, next_min_q = self.critic.joint_q(obs, actions, next_obs, next_sample.actions)
+        with th.no_grad():
+            next_value = self.actor.expectation(next_sample, next_min_q.detach(), ent_coef).value
+        return th.stack(current_q), next_value
+
+    def _batch_norms(self, module: nn.Module) -> list[BatchRenorm]:
+        """The batch renormalisation layers of ``module`` (the actor or a critic), found once."""
+        cache = self.__dict__.setdefault("_batch_norm_cache", {})
+        found = cache.get(id(module))
+        if found is None or found[0] is not module:
+            found = (module, [m for m in module.modules() if isinstance(m, BatchRenorm)])
+            cache[id(module)] = found
+        return found[1]
+
+    def update_observation_statistics(self, observations: PyTorchObs) -> None:
+        """
+        Add observations the agent has seen to every :class:`~sac_plus.normalization.RunningObservationNorm` of
+        actor, critics and target critics (SimBa's RSNorm); nothing for other features extractors.
+        """
+        assert isinstance(observations, th.Tensor)  # RunningObservationNorm takes Box observations only
+        for normalizer in self._observation_normalizers():
+            normalizer.update(observations)
+
+    @property
+    def normalizes_observations(self) -> bool:
+        """Whether a features extractor keeps running observation statistics (see :meth:`update_observation_statistics`)."""
+        return bool(self._observation_normalizers())
+
+    def _observation_normalizers(self) -> list[RunningObservationNorm]:
+        cached = self.__dict__.get("_normalizer_cache")
+        if cached is None or cached[0] is not self.actor or cached[1] is not self.critic:
+            cached = (self.actor, self.critic, [m for m in self.modules() if isinstance(m, RunningObservationNorm)])
+            self.__dict__["_normalizer_cache"] = cached
+        return cached[2]
 
     def reset_noise(self, batch_size: int = 1) -> None:
         """Sample a new gSDE exploration matrix."""
@@ -743,3 +884,36 @@ class MultiInputPolicy(SACPlusPolicy):
 
     def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs: Any):
         super().__init__(*args, **{**kwargs, "features_extractor_class": features_extractor_class})
+
+
+class CrossQPolicy(SACPlusPolicy):
+    """
+    :class:`SACPlusPolicy` with batch renormalisation in actor and critics (``batch_norm=True``), the networks of
+    CrossQ (Bhatt et al. 2024, https://arxiv.org/abs/1902.05605) as sb3-contrib's ``CrossQ`` builds them; the rest
+    of the method (no target critic, actor delay, Adam's beta1) is the algorithm's: ``sac_plus.presets.CROSSQ``.
+    """
+
+    def __init__(self, *args: Any, batch_norm: bool = True, **kwargs: Any):
+        super().__init__(*args, **{**kwargs, "batch_norm": batch_norm})
+
+
+class SimbaPolicy(SACPlusPolicy):
+    """
+    :class:`SACPlusPolicy` with SimBa's networks (Lee et al. 2025, https://arxiv.org/abs/2410.09754): observations
+    standardised by running statistics (:class:`~sac_plus.normalization.RunningObservationNorm`), residual blocks
+    with pre-LayerNorm, a LayerNorm before each head. ``net_arch`` lists one width per block; the default is
+    SimBa's for SAC, one block of 128 for the actor, two blocks of 512 for each critic.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        features_extractor_class: type[BaseFeaturesExtractor] = RunningObservationNorm,
+        architecture: str = "simba",
+        **kwargs: Any,
+    ):
+        if net_arch is None:
+            net_arch = dict(pi=[128], qf=[512, 512])
+        kwargs.update(net_arch=net_arch, features_extractor_class=features_extractor_class, architecture=architecture)
+        super().__init__(*args, **kwargs)

@@ -9,6 +9,7 @@ import pathlib
 from collections.abc import Iterable
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
@@ -16,7 +17,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, Schedule
-from stable_baselines3.common.utils import get_parameters_by_name
+from stable_baselines3.common.utils import get_parameters_by_name, obs_as_tensor
 
 from sac_plus import checkpoint, sb3_format
 from sac_plus.linear import describe_kernel_choices
@@ -24,10 +25,12 @@ from sac_plus.monitor import DivergenceError, MonitoredOffPolicyAlgorithm, Train
 from sac_plus.policies import (
     CnnPolicy,
     Critic,
+    CrossQPolicy,
     MlpPolicy,
     MultiInputPolicy,
     SACPlusActor,
     SACPlusPolicy,
+    SimbaPolicy,
     SoftValue,
     SquashedGaussianActor,
     build_optimizer,
@@ -57,9 +60,11 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
     ``n_critics``) critics, target critics and a learned temperature.
 
     Takes every keyword of ``stable_baselines3.SAC`` with the same meaning and default, plus
-    ``target_entropy_scale`` and ``on_divergence``.
+    ``target_entropy_scale``, ``policy_delay``, ``use_target_critic`` and ``on_divergence``. With their defaults
+    the algorithm is SB3 SAC's; :mod:`sac_plus.presets` holds the keywords of CrossQ and SimBa.
 
-    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy; CrossQPolicy: batch
+        renormalisation in actor and critics; SimbaPolicy: SimBa's residual networks)
     :param env: The environment to learn from (if registered in Gym, can be str)
     :param learning_rate: learning rate for Adam, the same for actor, critics and temperature (as in SB3);
         a float or a function of the remaining progress (from 1 to 0)
@@ -82,6 +87,11 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         starting from 0.1, a positive float fixes it.
     :param target_update_interval: update the target critics every ``target_update_interval`` gradient
         updates; updates are counted across ``learn()`` calls.
+    :param policy_delay: update the actor and the temperature every ``policy_delay`` critic updates (TD3's
+        delayed policy updates; CrossQ uses 3), counted across ``learn()`` calls
+    :param use_target_critic: ``False``: no target critic; the bootstrap value of ``s'`` is the critic's own, from
+        one forward pass over ``[s; s']`` so that batch normalisation sees both (CrossQ, Bhatt et al. 2024);
+        ``tau`` and ``target_update_interval`` are then unused
     :param target_entropy: target entropy H_target when alpha is learned. ``"auto"``: ``-dim(A)`` for Box,
         ``target_entropy_scale * log|A|`` for Discrete; a float sets it directly.
     :param target_entropy_scale: Discrete actions only: the fraction of the largest entropy ``log|A|`` used by
@@ -108,12 +118,13 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
-        "MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy, "MultiInputPolicy": MultiInputPolicy
+        "MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy, "MultiInputPolicy": MultiInputPolicy,
+        "CrossQPolicy": CrossQPolicy, "SimbaPolicy": SimbaPolicy,
     }  # fmt: skip
     policy: SACPlusPolicy
     actor: SACPlusActor
     critic: Critic
-    critic_target: Critic
+    critic_target: Critic | None
 
     def __init__(
         self,
@@ -134,6 +145,8 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         n_steps: int = 1,
         ent_coef: str | float = "auto",
         target_update_interval: int = 1,
+        policy_delay: int = 1,
+        use_target_critic: bool = True,
         target_entropy: str | float = "auto",
         target_entropy_scale: float | Schedule | UpdateSchedule = DEFAULT_DISCRETE_TARGET_ENTROPY_SCALE,
         use_sde: bool = False,
@@ -153,6 +166,10 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         check_target_entropy_scale(target_entropy_scale)
         check_on_divergence(on_divergence)
         target_update_interval = check_positive_int(target_update_interval, "target_update_interval")
+        policy_delay = check_positive_int(policy_delay, "policy_delay")
+        use_target_critic = _use_target_critic(use_target_critic, policy_kwargs)
+        # SB3 adds keys to policy_kwargs; a dict shared with the caller (e.g. a preset's) must not change
+        policy_kwargs = None if policy_kwargs is None else dict(policy_kwargs)
         if env is not None:
             # Wrap the env as SB3 would (idempotent) so that its action space is checked with our messages before
             # SB3's bare assertions on it run.
@@ -175,6 +192,11 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         self.target_entropy = target_entropy
         self.target_entropy_scale = target_entropy_scale
         self.target_update_interval = target_update_interval
+        self.policy_delay = policy_delay
+        self.use_target_critic = use_target_critic
+        if not use_target_critic:
+            # the policy builds no target critic (SB3 hands use_sde to its policy the same way)
+            self.policy_kwargs["use_target_critic"] = False
         self.on_divergence = on_divergence
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Optimizer | None = None
@@ -219,12 +241,17 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
 
     def _setup_target_update(self) -> None:
         """Parameter lists for the Polyak update, built once: the update is then one multi-tensor lerp."""
-        # Running statistics (batch norm) are copied, not averaged (SB3 issue #996)
+        target, critic = self.critic_target, self.critic
+        # Running statistics (batch norm, observation normalisation) are copied, not averaged (SB3 issue #996)
         self._polyak_pairs: tuple[list[th.Tensor], list[th.Tensor], list[th.Tensor], list[th.Tensor]] = (
-            list(self.critic_target.parameters()),
-            list(self.critic.parameters()),
-            get_parameters_by_name(self.critic_target, ["running_"]),
-            get_parameters_by_name(self.critic, ["running_"]),
+            ([], [], [], [])
+            if target is None
+            else (
+                list(target.parameters()),
+                list(critic.parameters()),
+                get_parameters_by_name(target, ["running_"]),
+                get_parameters_by_name(critic, ["running_"]),
+            )
         )
         self._trained_critic_parameters = [p for group in self.critic.optimizer.param_groups for p in group["params"]]
 
@@ -236,17 +263,17 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
 
     def _critic_loss(self, data: ReplayBufferSamples, ent_coef: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """
-        ``sum_i mean((Q_i(s, a) - y)^2)`` with ``y = r + gamma^n (1 - done) V_target(s')``, where
-        ``V_target(s') = E_pi[min_i Qtarget_i(s', a') - alpha log pi(a'|s')]`` uses the current actor.
+        ``sum_i mean((Q_i(s, a) - y)^2)`` with ``y = r + gamma^n (1 - done) V(s')``, where
+        ``V(s') = E_pi[min_i Qtarget_i(s', a') - alpha log pi(a'|s')]`` uses the current actor and the target
+        critics (without target critics, the critics themselves: :meth:`SACPlusPolicy.td_terms`).
 
         :return: the loss and the mean Q-value of the batch (for logging)
         """
+        current_q, next_value = self.policy.td_terms(data.observations, data.actions, data.next_observations, ent_coef)
         with th.no_grad():
-            next_value = self.policy.soft_value(data.next_observations, self.critic_target, ent_coef).value
             # n-step buffers give gamma^k per sample (k <= n when the episode ended early)
             discounts = data.discounts if data.discounts is not None else self.gamma
             target_q = data.rewards + (1 - data.dones) * discounts * next_value
-        current_q = th.stack(self.critic.q_of_actions(data.observations, data.actions))
         return (current_q - target_q).pow(2).mean(dim=(1, 2)).sum(), current_q.detach().mean()
 
     def _actor_loss(self, observations: th.Tensor, ent_coef: th.Tensor) -> tuple[th.Tensor, SoftValue]:
@@ -274,9 +301,10 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         loss.backward()
         optimizer.step()
 
-    def _gradient_step(self, data: ReplayBufferSamples) -> th.Tensor:
+    def _gradient_step(self, data: ReplayBufferSamples, update_actor: bool = True) -> th.Tensor:
         """
-        One update of critics, actor and temperature, all with the same alpha (taken before the update).
+        One update of the critics and, if ``update_actor``, of actor and temperature, all with the same alpha
+        (taken before the update).
 
         :return: the statistics of :data:`sac_plus.monitor.TRAIN_STATS` as one detached tensor, so that logging
             costs no host synchronisation per update (statistics that do not apply are 0 and are not logged)
@@ -284,6 +312,9 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         ent_coef = self._current_ent_coef()
         critic_loss, q_mean = self._critic_loss(data, ent_coef)
         self._optimize(self.critic.optimizer, critic_loss)
+        if not update_actor:
+            zero = th.zeros((), device=self.device)
+            return th.stack([critic_loss.detach(), zero, ent_coef.reshape(()), zero, q_mean, zero, zero])
         actor_loss, soft = self._actor_loss(data.observations, ent_coef)
         self._optimize(self.actor.optimizer, actor_loss)
         zero = th.zeros((), device=self.device)
@@ -301,6 +332,8 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
     def _update_target_critics(self) -> None:
         """Polyak averaging ``target <- (1 - tau) target + tau critic`` as one multi-tensor operation."""
         destinations, sources, stats_destinations, stats_sources = self._polyak_pairs
+        if not destinations:  # no target critics (use_target_critic=False)
+            return
         th._foreach_lerp_(destinations, sources, self.tau)
         if stats_sources:
             th._foreach_copy_(stats_destinations, stats_sources)
@@ -311,21 +344,24 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         self._update_learning_rate([optimizer for optimizer in optimizers if optimizer is not None])
         self._update_target_entropy()
         first_update = self._n_updates
-        stats = []
+        stats, actor_updated = [], []
         for _ in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             if self.use_sde:
                 # log_std may have changed since the last sample
                 assert isinstance(self.actor, SquashedGaussianActor)  # gSDE is Box only
                 self.actor.reset_noise()
-            stats.append(self._gradient_step(data))
+            # the n-th update (counted from 1, across learn() calls) moves the actor when n % policy_delay == 0,
+            # as sb3-contrib's CrossQ counts
+            actor_updated.append((self._n_updates + 1) % self.policy_delay == 0)
+            stats.append(self._gradient_step(data, actor_updated[-1]))
             # counted across learn() calls, unlike SB3 SAC which restarts the count in every train() call
             if self._n_updates % self.target_update_interval == 0:
                 self._update_target_critics()
             self._n_updates += 1
         if first_update == 0 and self.verbose >= 1 and describe_kernel_choices():
             print(f"SACPlus: CPU matrix-product kernels chosen by measurement:\n{describe_kernel_choices()}")
-        self.monitor.record(th.stack(stats), first_update)
+        self.monitor.record(th.stack(stats), first_update, actor_updated)
         if self.device.type == "cpu":
             # free on the CPU: the logger holds this window's means whenever anyone dumps it (e.g. EvalCallback),
             # as SB3 SAC's logger holds its last train() call's
@@ -344,6 +380,20 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         progress_bar: bool = False,
     ) -> SelfSACPlus:
         return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: np.ndarray | dict[str, np.ndarray],
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+        # a policy with running observation statistics (SimbaPolicy) learns them from what the agent observes
+        if self.policy.normalizes_observations:
+            self.policy.update_observation_statistics(obs_as_tensor(new_obs, self.device))
 
     def save(
         self,
@@ -418,3 +468,16 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         kwargs = keep_given_target_entropy(kwargs)
         load = super().load
         return checkpoint.load_model(cls, load, path, True, env, device, custom_objects, False, force_reset, **kwargs)
+
+
+def _use_target_critic(use_target_critic: bool, policy_kwargs: dict[str, Any] | None) -> bool:
+    """The algorithm's keyword, which the policy keyword of the same name (set by the algorithm) may not contradict."""
+    if not isinstance(use_target_critic, bool):
+        raise ValueError(f"use_target_critic={use_target_critic!r} is not valid; accepted: True or False")
+    in_policy = (policy_kwargs or {}).get("use_target_critic", use_target_critic)
+    if in_policy != use_target_critic:
+        raise ValueError(
+            f"policy_kwargs['use_target_critic']={in_policy!r} contradicts use_target_critic={use_target_critic!r}; "
+            "accepted: the algorithm's keyword alone (SACPlus(use_target_critic=False))"
+        )
+    return use_target_critic

@@ -25,9 +25,12 @@ if TYPE_CHECKING:
     from sac_plus.sac import SACPlus
 
 # Attributes of SACPlus that SB3's SAC does not have: left out of an exported zip
-SACPLUS_ONLY_DATA = ("target_entropy_scale", "_target_entropy_spec", "on_divergence")
+SACPLUS_ONLY_DATA = ("target_entropy_scale", "_target_entropy_spec", "on_divergence", "policy_delay", "use_target_critic")
 # Policy keywords of SACPlusPolicy that SB3's SACPolicy does not take
-SACPLUS_ONLY_POLICY_KWARGS = ("init_scheme", "matmul_dtype")
+SACPLUS_ONLY_POLICY_KWARGS = (
+    "init_scheme", "matmul_dtype", "architecture", "block_expansion", "batch_norm", "batch_norm_momentum",
+    "batch_norm_eps", "renorm_warmup_steps", "use_target_critic",
+)  # fmt: skip
 
 
 def _sb3_data(model: SACPlus) -> dict[str, Any]:
@@ -71,6 +74,13 @@ def save_as_sb3(model: SACPlus, path: str | pathlib.Path | io.BufferedIOBase) ->
         raise ValueError(
             f"save_as_sb3 needs a Box action space: stable_baselines3.SAC has no Discrete actions (this model has "
             f"action_space={model.action_space}); save it with save() and load it with SACPlus.load"
+        )
+    policy = model.policy
+    if policy.architecture != "mlp" or policy.batch_norm or policy.critic_target is None or model.policy_delay != 1:
+        raise ValueError(
+            "save_as_sb3 writes SB3 SAC's networks and update: this model has architecture="
+            f"{policy.architecture!r}, batch_norm={policy.batch_norm}, use_target_critic={model.use_target_critic}, "
+            f"policy_delay={model.policy_delay}; accepted: the SB3 SAC ones ('mlp', False, True, 1). Save it with save()"
         )
     data = _sb3_data(model)
     params = _sb3_parameters(model)

@@ -16,7 +16,8 @@ What rl-zoo3 keys on the algorithm *name* and how ``sac_plus`` is made to behave
 
 - the default hyperparameter file is ``rl_zoo3/hyperparams/<algo>.yml`` inside the rl_zoo3 package, which
   has no ``sac_plus.yml``: the command line (``python -m sac_plus.zoo train``) passes ``--conf-file`` with
-  :func:`default_config_path` (``sac_plus/zoo/sac_plus.yml``, shipped with this package) unless one is given;
+  :func:`default_config_path` (``sac_plus/zoo/sac_plus.yml``, shipped with this package; ``crossq.yml`` or
+  ``simba.yml`` with ``--preset``) unless one is given;
 - ``enjoy`` and ``record_video`` load the algorithms of a hard-coded local list of off-policy names
   (``off_policy_algos``, which cannot be patched from outside) with ``buffer_size=1``, so that replaying an
   agent does not allocate its training replay buffer: for those commands the table holds
@@ -68,14 +69,23 @@ class SACPlusReplay(SACPlus):
         return SACPlus.load(path, *args, **kwargs)
 
 
-def default_config_path() -> pathlib.Path | None:
+# rl-zoo3 files shipped with the package: SACPlus's defaults and one per preset (sac_plus.presets)
+CONFIG_FILES = {None: CONFIG_NAME, "crossq": "crossq.yml", "simba": "simba.yml"}
+
+
+def default_config_path(preset: str | None = None) -> pathlib.Path | None:
     """
     The path of ``sac_plus.yml``, the rl-zoo3 hyperparameters that ship inside this package
-    (``sac_plus/zoo/sac_plus.yml``, declared as package data), wherever the package is installed.
+    (``sac_plus/zoo/sac_plus.yml``, declared as package data), wherever the package is installed; with
+    ``preset`` (``"crossq"`` or ``"simba"``), the file of that preset's entries (``crossq.yml``, ``simba.yml``).
     ``None`` when the package is not on a file system (imported from a zip archive) or the file is missing;
     then pass ``--conf-file``.
     """
-    path = pathlib.Path(str(importlib.resources.files(__name__) / CONFIG_NAME))
+    name = CONFIG_FILES.get(preset.lower() if preset is not None else None)
+    if name is None:
+        accepted = ", ".join(repr(key) for key in CONFIG_FILES if key is not None)
+        raise ValueError(f"preset={preset!r} has no rl-zoo3 file; accepted: {accepted}")
+    path = pathlib.Path(str(importlib.resources.files(__name__) / name))
     return path if path.is_file() else None
 
 

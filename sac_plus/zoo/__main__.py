@@ -9,7 +9,8 @@ from plain rl-zoo3, each overridden by giving the flag:
 - ``--algo sac_plus``;
 - ``train``: ``--conf-file`` with the ``sac_plus.yml`` shipped in this package
   (:func:`sac_plus.zoo.default_config_path`) when the algorithm is ``sac_plus`` (rl-zoo3 would look for
-  ``hyperparams/sac_plus.yml`` inside its own package);
+  ``hyperparams/sac_plus.yml`` inside its own package); ``--preset crossq`` or ``--preset simba`` (a flag of
+  this command line, not rl-zoo3's) takes the file of that preset (``sac_plus.presets``) instead;
 - ``train -optimize`` without ``--storage`` and ``--study-name``: ``--storage
   sqlite:///<log folder>/sac_plus/optuna.db --study-name sac_plus_<env>`` (rl-zoo3 keeps trials in memory
   only); running the same command again adds trials to the same study;
@@ -19,6 +20,7 @@ from plain rl-zoo3, each overridden by giving the flag:
 Examples::
 
     python -m sac_plus.zoo train --env Pendulum-v1 -n 20000 --eval-freq 5000
+    python -m sac_plus.zoo train --preset crossq --env HalfCheetah-v5 -n 100000
     python -m sac_plus.zoo enjoy --env Pendulum-v1 --no-render -n 1000
     python -m sac_plus.zoo train --env CartPole-v1 -optimize --n-trials 20 --storage sqlite:///optuna.db --study-name cp
 """
@@ -38,6 +40,7 @@ RL_ZOO_DEFAULT_ENV = "CartPole-v1"  # rl-zoo3's default --env
 USAGE = f"""usage: python -m sac_plus.zoo {{{",".join(COMMANDS)}}} [rl-zoo3 flags]
 
   train   rl-zoo3's train; defaults: --algo {ALGO_NAME}, --conf-file <sac_plus package>/zoo/sac_plus.yml
+          --preset crossq|simba: --conf-file <sac_plus package>/zoo/crossq.yml or simba.yml
           with -optimize (Optuna): --storage sqlite:///<log folder>/sac_plus/optuna.db --study-name sac_plus_<env>
   enjoy   rl-zoo3's enjoy (replay a trained agent, --no-render without a display); default --folder logs
   record  rl-zoo3's record_video (needs moviepy and a renderable env); default --folder logs
@@ -62,12 +65,31 @@ def _given(argv: Sequence[str], *flags: str, switch: bool = False) -> tuple[bool
     return known.value is not None, known.value
 
 
+def _pop_preset(argv: list[str]) -> tuple[list[str], str | None]:
+    """``argv`` without this command line's own ``--preset NAME``, and ``NAME`` (``None`` if not given)."""
+    given, preset = _given(argv, "--preset")
+    if not given:
+        return argv, None
+    if preset is None:
+        raise SystemExit("error: --preset needs a value: crossq or simba")
+    rest: list[str] = []
+    skip = False
+    for index, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--preset":
+            skip = index + 1 < len(argv)
+        elif not arg.startswith("--preset="):
+            rest.append(arg)
+    return rest, preset
+
+
 def with_defaults(command: str, argv: Sequence[str]) -> list[str]:
     """
     ``argv`` with this command line's defaults put in front: argparse keeps the last value of a flag, so
     a flag the user gives always wins over a default.
     """
-    argv = list(argv)
+    argv, preset = _pop_preset(list(argv))
     defaults: list[str] = []
     algo_given, algo = _given(argv, "--algo")
     if not algo_given:
@@ -75,12 +97,17 @@ def with_defaults(command: str, argv: Sequence[str]) -> list[str]:
         algo = ALGO_NAME
     if command == "train":
         conf_given, _ = _given(argv, "-conf", "--conf-file")
+        if preset is not None and (conf_given or algo != ALGO_NAME):
+            raise SystemExit("error: --preset picks the --conf-file of --algo sac_plus; give one or the other")
         if algo == ALGO_NAME and not conf_given:
-            config = default_config_path()
+            try:
+                config = default_config_path(preset)
+            except ValueError as e:
+                raise SystemExit(f"error: --preset: {e}") from e
             if config is None:
                 raise SystemExit(
-                    "error: sac_plus/zoo/sac_plus.yml, the hyperparameter file shipped with the sac_plus package, was "
-                    "not found (is the package installed from a zip archive?); pass one with --conf-file PATH"
+                    "error: the hyperparameter file shipped with the sac_plus package (sac_plus/zoo/) was not found "
+                    "(is the package installed from a zip archive?); pass one with --conf-file PATH"
                 )
             defaults += ["--conf-file", str(config)]
         optimize, _ = _given(argv, "-optimize", "--optimize-hyperparameters", switch=True)
@@ -95,6 +122,8 @@ def with_defaults(command: str, argv: Sequence[str]) -> list[str]:
             db.parent.mkdir(parents=True, exist_ok=True)
             defaults += ["--storage", f"sqlite:///{db}", "--study-name", f"{ALGO_NAME}_{env_id or RL_ZOO_DEFAULT_ENV}"]
     else:
+        if preset is not None:
+            raise SystemExit("error: --preset is a flag of train only")
         folder_given, _ = _given(argv, "-f", "--folder")
         if not folder_given:
             defaults += ["--folder", "logs"]
