@@ -12,13 +12,18 @@ Hyperparameters:
 
 - ``sac_plus`` and ``sb3_sac`` get the *same* keywords: SB3's defaults, updated by ``--kwargs``;
 - ``sb3_dqn`` uses rl-zoo3's tuned hyperparameters for the environment (``rl_zoo3/hyperparams/dqn.yml``),
-  updated by ``--kwargs``.
+  updated by ``--kwargs``;
+- ``sb3_crossq`` is ``sb3_contrib.CrossQ`` with its own defaults, updated by ``--kwargs`` (e.g. the critic width);
+- ``--preset NAME`` (``sac_plus`` only) starts from ``sac_plus.presets.NAME`` (its policy included) instead of
+  SB3's defaults, then applies ``--kwargs``.
 
 Examples::
 
     nice -n 10 python benchmarks/returns.py --env Pendulum-v1 --algo sac_plus --seeds 5 --steps 20000 --jobs 2
     nice -n 10 python benchmarks/returns.py --env CartPole-v1 --algo sac_plus --variant tes0.6 \\
         --kwargs '{"target_entropy_scale": 0.6}' --seeds 3 --steps 50000 --eval-freq 5000 --jobs 2
+    nice -n 10 python benchmarks/returns.py --env HalfCheetah-v5 --algo sac_plus --preset CROSSQ --variant crossq256 \
+        --kwargs '{"policy_kwargs": {"net_arch": {"pi": [256, 256], "qf": [256, 256]}}}' --seeds 3 --steps 100000
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from typing import Any
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 FIELDS = ["env", "algo", "variant", "seed", "budget", "timesteps", "mean_return", "std_return", "wall_time"]
-ALGOS = ("sac_plus", "sb3_sac", "sb3_dqn")
+ALGOS = ("sac_plus", "sb3_sac", "sb3_dqn", "sb3_crossq")
 
 
 def csv_path_for(env_id: str, results_dir: pathlib.Path = RESULTS_DIR) -> pathlib.Path:
@@ -146,10 +151,16 @@ def merge_kwargs(base: dict[str, Any], override: dict[str, Any]) -> dict[str, An
     return merged
 
 
-def model_kwargs(algo: str, env_id: str, override: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """Constructor keywords and number of training envs for ``algo`` on ``env_id``."""
-    if algo in ("sac_plus", "sb3_sac"):
-        base: dict[str, Any] = {}  # SB3's defaults, the same for both
+def model_kwargs(algo: str, env_id: str, override: dict[str, Any], preset: str | None = None) -> tuple[dict[str, Any], int]:
+    """Constructor keywords (``policy`` included) and number of training envs for ``algo`` on ``env_id``."""
+    if preset is not None:
+        if algo != "sac_plus":
+            raise ValueError(f"--preset is for --algo sac_plus, not {algo!r}")
+        from sac_plus import presets
+
+        base: dict[str, Any] = presets.get(preset)
+    elif algo in ("sac_plus", "sb3_sac", "sb3_crossq"):
+        base = {}  # each algorithm's own defaults (SB3's for both SACs)
     elif algo == "sb3_dqn":
         base = zoo_hyperparams("dqn", env_id)
     else:
@@ -161,6 +172,7 @@ def model_kwargs(algo: str, env_id: str, override: dict[str, Any]) -> tuple[dict
 
         kwargs["target_entropy_scale"] = LinearSchedule(*kwargs["target_entropy_scale"])
     n_envs = int(kwargs.pop("n_envs", 1))
+    kwargs.setdefault("policy", "MlpPolicy")
     return kwargs, n_envs
 
 
@@ -177,6 +189,10 @@ def algo_class(algo: str):
         from stable_baselines3 import DQN
 
         return DQN
+    if algo == "sb3_crossq":
+        from sb3_contrib import CrossQ
+
+        return CrossQ
     raise ValueError(f"algo={algo!r}; accepted: {', '.join(ALGOS)}")
 
 
@@ -192,7 +208,7 @@ def train_one(spec: dict[str, Any]) -> tuple[str, int, float]:
     th.set_num_threads(1)
     env_id, algo, variant, seed, budget = spec["key"]
     path = pathlib.Path(spec["csv"])
-    kwargs, n_envs = model_kwargs(algo, env_id, spec["kwargs"])
+    kwargs, n_envs = model_kwargs(algo, env_id, spec["kwargs"], spec["preset"])
     start = time.perf_counter()
     last_logged = [-1]
 
@@ -223,7 +239,7 @@ def train_one(spec: dict[str, Any]) -> tuple[str, int, float]:
     # Separate environments for training and evaluation, seeded apart (SB3 seeds env i of a VecEnv with seed + i).
     train_env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
     eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000)
-    model = algo_class(algo)("MlpPolicy", train_env, seed=seed, verbose=0, device="cpu", **kwargs)
+    model = algo_class(algo)(env=train_env, seed=seed, verbose=0, device="cpu", **kwargs)
     # EvalCallback counts calls (one per VecEnv step), each n_envs timesteps
     eval_freq = max(1, spec["eval_freq"] // n_envs)
     tmpdir = tempfile.TemporaryDirectory(prefix="sac_plus_eval_")
@@ -267,6 +283,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     seeds.add_argument("--seeds", type=int, default=None, help="run seeds 0..K-1 (default 3)")
     seeds.add_argument("--seed-list", type=str, default=None, help="comma-separated seeds, e.g. 3,4")
     parser.add_argument("--steps", type=int, required=True, help="training budget in environment steps")
+    parser.add_argument("--preset", default=None, help="sac_plus only: start from sac_plus.presets.PRESET, e.g. CROSSQ")
     parser.add_argument("--variant", default="default", help="name of this configuration in the CSV and plots")
     parser.add_argument(
         "--kwargs",
@@ -297,7 +314,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     path = csv_path_for(args.env, args.results_dir)
-    model_kwargs(args.algo, args.env, args.kwargs_dict)  # fail now on a bad configuration, not in every worker
+    model_kwargs(args.algo, args.env, args.kwargs_dict, args.preset)  # fail now on a bad configuration, not in every worker
     with locked(path):
         done = completed_runs(path)
     specs = []
@@ -314,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 "key": key,
                 "csv": str(path),
                 "kwargs": args.kwargs_dict,
+                "preset": args.preset,
                 "eval_freq": args.eval_freq,
                 "eval_episodes": args.eval_episodes,
                 "eval_at_start": not args.no_eval_at_start,
