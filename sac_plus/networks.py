@@ -20,7 +20,7 @@ from typing import Any
 import torch as th
 from torch import nn
 
-from sac_plus.linear import MLP, Linear, linear
+from sac_plus.linear import Linear, linear
 from sac_plus.normalization import BatchRenorm
 
 ARCHITECTURES = ("mlp", "simba")
@@ -43,11 +43,6 @@ def init_final_(weight: th.Tensor, bias: th.Tensor) -> None:
     """
     nn.init.uniform_(weight, -3e-3, 3e-3)
     nn.init.uniform_(bias, -3e-3, 3e-3)
-
-
-def mlp(input_dim: int, net_arch: list[int], activation_fn: type[nn.Module], init_scheme: str) -> MLP:
-    """Hidden layers only (the heads are added by the caller), initialised by ``init_scheme``."""
-    return MLP(*NetworkSpec(activation_fn, init_scheme).body(input_dim, net_arch))
 
 
 def final_linear(input_dim: int, output_dim: int, init_scheme: str) -> Linear:

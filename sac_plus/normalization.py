@@ -20,6 +20,7 @@ from gymnasium import spaces
 from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
+from torch.nn import functional as F
 
 __all__ = ["BatchRenorm", "RunningObservationNorm", "frozen_statistics"]
 
@@ -80,30 +81,28 @@ class BatchRenorm(nn.Module):
         self.register_buffer("num_batches_tracked", th.tensor(0, dtype=th.long))
 
     def forward(self, x: th.Tensor) -> th.Tensor:
-        if self.training:
-            x_hat = self._renormalise(x)
-        else:
-            x_hat = (x - self.running_mean) * th.rsqrt(self.running_var + self.eps)
-        return th.addcmul(self.bias, x_hat, self.weight)
+        if not self.training:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        r, d = self._corrections(x)
+        # (x - mean_B) / std_B * r + d, then the affine map, is batch norm with weight * r and bias + weight * d:
+        # PyTorch's fused kernel, which also moves the running statistics (by the unbiased batch variance)
+        out = F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight * r, th.addcmul(self.bias, self.weight, d), True,
+            self.momentum, self.eps,
+        )  # fmt: skip
+        self.num_batches_tracked += 1
+        return out
 
-    def _renormalise(self, x: th.Tensor) -> th.Tensor:
-        """Train mode: normalise by the batch, corrected by ``r`` and ``d``; update the running statistics."""
+    @th.no_grad()
+    def _corrections(self, x: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """``r`` and ``d`` of this batch against the running statistics before it; 1 and 0 during the warm-up."""
         batch_var, batch_mean = th.var_mean(x, dim=0, correction=0)
-        batch_std = th.sqrt(batch_var + self.eps)
-        with th.no_grad():
-            running_std = th.sqrt(self.running_var + self.eps)
-            # before the end of the warm-up r = 1 and d = 0 (plain batch norm); a tensor test, not a Python
-            # one, so that a GPU does not synchronise on the counter
-            warm = self.num_batches_tracked >= self.warmup_steps
-            r = th.where(warm, (batch_std / running_std).clamp(1.0 / self.r_max, self.r_max), 1.0)
-            d = th.where(warm, ((batch_mean - self.running_mean) / running_std).clamp(-self.d_max, self.d_max), 0.0)
-            # the running variance is the unbiased one, as nn.BatchNorm1d keeps it
-            n = x.shape[0]
-            unbiased_var = batch_var * (n / max(n - 1, 1))
-            self.running_mean.lerp_(batch_mean, self.momentum)
-            self.running_var.lerp_(unbiased_var, self.momentum)
-            self.num_batches_tracked += 1
-        return (x - batch_mean) / batch_std * r + d
+        running_std = th.sqrt(self.running_var + self.eps)
+        # a tensor test, not a Python one, so that a GPU does not synchronise on the counter at every layer
+        warm = self.num_batches_tracked >= self.warmup_steps
+        r = th.where(warm, (th.sqrt(batch_var + self.eps) / running_std).clamp(1.0 / self.r_max, self.r_max), 1.0)
+        d = th.where(warm, ((batch_mean - self.running_mean) / running_std).clamp(-self.d_max, self.d_max), 0.0)
+        return r, d
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}, warmup_steps={self.warmup_steps}"

@@ -472,8 +472,9 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
 
 def _use_target_critic(use_target_critic: bool, policy_kwargs: dict[str, Any] | None) -> bool:
     """The algorithm's keyword, which the policy keyword of the same name (set by the algorithm) may not contradict."""
-    if not isinstance(use_target_critic, bool):
+    if not isinstance(use_target_critic, bool | np.bool_):
         raise ValueError(f"use_target_critic={use_target_critic!r} is not valid; accepted: True or False")
+    use_target_critic = bool(use_target_critic)
     in_policy = (policy_kwargs or {}).get("use_target_critic", use_target_critic)
     if in_policy != use_target_critic:
         raise ValueError(
