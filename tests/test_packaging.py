@@ -19,6 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_IN_WHEEL = "sac_plus/zoo/sac_plus.yml"
+PRESET_CONFIGS_IN_WHEEL = ("sac_plus/zoo/crossq.yml", "sac_plus/zoo/simba.yml")
 # What setuptools reads to build the wheel (package data is declared in pyproject.toml)
 BUILD_INPUTS = ("pyproject.toml", "README.md", "LICENSE")
 
@@ -58,6 +59,8 @@ def test_wheel_ships_the_zoo_config(wheel):
         assert archive.read(CONFIG_IN_WHEEL) == (REPO / CONFIG_IN_WHEEL).read_bytes()
         for name in ("sac_plus/__init__.py", "sac_plus/zoo/__init__.py", "sac_plus/zoo/__main__.py", "sac_plus/py.typed"):
             assert name in names, name
+        for name in PRESET_CONFIGS_IN_WHEEL:
+            assert archive.read(name) == (REPO / name).read_bytes(), name
 
 
 def test_wheel_carries_the_license(wheel):
@@ -102,9 +105,10 @@ def test_default_config_path_of_an_installed_wheel(wheel, tmp_path):
     elsewhere.mkdir()
     code = (
         f"import sys; sys.path.insert(0, {str(target)!r}); import sac_plus.zoo as zoo; "
-        "print(zoo.__file__); print(zoo.default_config_path())"
+        "print(zoo.__file__); print(zoo.default_config_path('crossq')); print(zoo.default_config_path())"
     )
-    module_file, config = _run(sys.executable, "-c", code, cwd=elsewhere).stdout.strip().splitlines()[-2:]
+    module_file, crossq, config = _run(sys.executable, "-c", code, cwd=elsewhere).stdout.strip().splitlines()[-3:]
+    assert Path(crossq).resolve() == (target / PRESET_CONFIGS_IN_WHEEL[0]).resolve()
     assert Path(module_file).resolve().is_relative_to(target.resolve()), module_file
     assert config != "None", "default_config_path() found no config in the installed package"
     assert Path(config).resolve() == (target / CONFIG_IN_WHEEL).resolve()
