@@ -3,13 +3,15 @@ Env steps per second of SACPlus's CrossQ preset against sb3-contrib's ``CrossQ``
 
     python benchmarks/crossq_speed.py                      # HalfCheetah-v5, critics of 256, 1 thread
     python benchmarks/crossq_speed.py --widths 256 1024 --threads 1 2
+    python benchmarks/crossq_speed.py --simba               # + the SIMBA preset, its blocks of the same width
 
 Both get the same hyperparameters: sb3-contrib's ``CrossQ`` defaults (batch 256, learning rate 1e-3, actor every
 3rd update, Adam beta1 0.5, batch renormalisation momentum 0.01, warm-up 100k), actor [256, 256], critics
 ``[width, width]``; ``sac_plus.presets.CROSSQ`` differs from those defaults only in ``learning_starts`` and the
-critic width, both set here. Each run builds a fresh model, collects the random start plus a short warm-up of
-training (not timed), then times ``--steps`` env steps with one critic update each; the two alternate
-``--repeats`` times, so that a slower phase of the machine hits both. Writes
+critic width, both set here. With ``--simba``, ``sac_plus.presets.SIMBA`` runs too, with an actor block of 128
+and two critic blocks of ``width`` (its published width is 512). Each run builds a fresh model, collects the
+random start plus a short warm-up of training (not timed), then times ``--steps`` env steps with one critic update
+each; the algorithms alternate ``--repeats`` times, so that a slower phase of the machine hits all. Writes
 ``benchmarks/results/crossq_speed_<cpu>.csv`` and ``.md``.
 """
 
@@ -26,7 +28,7 @@ from throughput import cpu_description, slug
 
 from sac_plus import SACPlus, presets
 
-ALGOS = ("sb3_crossq", "sac_plus_crossq")
+ALGOS = ("sb3_crossq", "sac_plus_crossq", "sac_plus_simba")
 FIELDS = ["env", "algo", "threads", "width", "repeat", "steps", "seconds", "steps_per_s"]
 
 
@@ -38,8 +40,12 @@ def build(algo: str, env: str, width: int, seed: int, learning_starts: int):
         return CrossQ(
             "MlpPolicy", env, learning_starts=learning_starts, policy_kwargs=dict(net_arch=net_arch), seed=seed, device="cpu"
         )
-    kwargs = presets.get("CROSSQ")
-    kwargs["policy_kwargs"]["net_arch"] = net_arch
+    if algo == "sac_plus_simba":
+        kwargs = presets.get("SIMBA")
+        kwargs["policy_kwargs"]["net_arch"] = dict(pi=[128], qf=[width, width])
+    else:
+        kwargs = presets.get("CROSSQ")
+        kwargs["policy_kwargs"]["net_arch"] = net_arch
     kwargs.update(learning_starts=learning_starts, seed=seed, device="cpu")
     return SACPlus(env=env, **kwargs)
 
@@ -63,14 +69,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument("--widths", type=int, nargs="+", default=[256])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--simba", action="store_true", help="also time the SIMBA preset")
     args = parser.parse_args()
+    algos = ALGOS if args.simba else ALGOS[:2]
 
     rows = []
     for threads in args.threads:
         for width in args.widths:
             steps = max(60, args.steps * 256 // width)
             for repeat in range(args.repeats):
-                for algo in ALGOS:
+                for algo in algos:
                     seconds, rate = steps_per_second(algo, args.env, threads, width, steps, args.seed)
                     rows.append(dict(env=args.env, algo=algo, threads=threads, width=width, repeat=repeat, steps=steps,
                                      seconds=round(seconds, 3), steps_per_s=round(rate, 2)))  # fmt: skip
@@ -85,11 +93,12 @@ def main() -> None:
         writer.writerows(dict(row, cpu=cpu[0], cpu_flags=cpu[1]) for row in rows)
     lines = [
         f"Command: `python benchmarks/crossq_speed.py --env {args.env} --threads {' '.join(map(str, args.threads))} "
-        f"--widths {' '.join(map(str, args.widths))}`  ",
+        f"--widths {' '.join(map(str, args.widths))}{' --simba' if args.simba else ''}`  ",
         f"CPU: {cpu[0]} (flags: {cpu[1]}); torch {th.__version__}; median of {args.repeats} alternating repeats.",
         "",
-        "| env | threads | critic width | sb3-contrib CrossQ steps/s | SACPlus CROSSQ steps/s | ratio |",
-        "|---|---|---|---|---|---|",
+        "| env | threads | critic width | sb3-contrib CrossQ steps/s | SACPlus CROSSQ steps/s | ratio |"
+        + (" SACPlus SIMBA steps/s | ratio |" if args.simba else ""),
+        "|---|---|---|---|---|---|" + ("---|---|" if args.simba else ""),
     ]
     for threads in args.threads:
         for width in args.widths:
@@ -97,13 +106,12 @@ def main() -> None:
                 algo: statistics.median(
                     r["steps_per_s"] for r in rows if (r["algo"], r["threads"], r["width"]) == (algo, threads, width)
                 )
-                for algo in ALGOS
+                for algo in algos
             }
-            ratio = medians["sac_plus_crossq"] / medians["sb3_crossq"]
-            lines.append(
-                f"| {args.env} | {threads} | {width} | {medians['sb3_crossq']:.1f} | {medians['sac_plus_crossq']:.1f} "
-                f"| {ratio:.2f} |"
-            )
+            line = f"| {args.env} | {threads} | {width} | {medians['sb3_crossq']:.1f} |"
+            for algo in algos[1:]:
+                line += f" {medians[algo]:.1f} | {medians[algo] / medians['sb3_crossq']:.2f} |"
+            lines.append(line)
     (RESULTS_DIR / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
