@@ -381,19 +381,12 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
     ) -> SelfSACPlus:
         return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
 
-    def _store_transition(
-        self,
-        replay_buffer: ReplayBuffer,
-        buffer_action: np.ndarray,
-        new_obs: np.ndarray | dict[str, np.ndarray],
-        reward: np.ndarray,
-        dones: np.ndarray,
-        infos: list[dict[str, Any]],
-    ) -> None:
-        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
-        # a policy with running observation statistics (SimbaPolicy) learns them from what the agent observes
-        if self.policy.normalizes_observations:
-            self.policy.update_observation_statistics(obs_as_tensor(new_obs, self.device))
+    def _on_step(self) -> None:
+        """After each env step: a policy with running observation statistics (SimbaPolicy) adds what it observed."""
+        super()._on_step()
+        if self.policy.normalizes_observations and self._last_obs is not None:
+            # the observations the policy acts on next (after VecNormalize, if any; reset ones where episodes ended)
+            self.policy.update_observation_statistics(obs_as_tensor(self._last_obs, self.device))
 
     def save(
         self,
