@@ -234,8 +234,9 @@ def test_presets_run_for_both_action_kinds(space_env, name, kind, tmp_path):
     assert model.policy.__class__.__name__ == presets.PRESETS[name]["policy"]
     model.save(tmp_path / "m.zip")
     SACPlus.load(tmp_path / "m.zip", env=space_env(ACTION_SPACES[kind])).learn(10)
-    # and as written in the module, unpacked as the README shows, without changing the preset
-    SACPlus(env=space_env(ACTION_SPACES[kind]), **presets.PRESETS[name], _init_setup_model=False)
+    # and as written in the module, unpacked as the README shows (published widths), without changing the preset
+    published = SACPlus(env=space_env(ACTION_SPACES[kind]), **presets.PRESETS[name])
+    assert published.policy.__class__.__name__ == presets.PRESETS[name]["policy"]
     assert presets.PRESETS[name] == before
 
 
