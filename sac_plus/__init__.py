@@ -1,7 +1,7 @@
 """sac_plus: Soft Actor-Critic for Box and Discrete actions that plugs into Stable-Baselines3."""
 
 from sac_plus.buffers import DeviceReplayBuffer
-from sac_plus.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SACPlusPolicy
+from sac_plus.policies import CnnPolicy, CrossQPolicy, MlpPolicy, MultiInputPolicy, SACPlusPolicy, SimbaPolicy
 from sac_plus.sac import SACPlus
 from sac_plus.temperature import UpdateSchedule
 
@@ -9,11 +9,13 @@ __version__ = "0.2.0"
 
 __all__ = [
     "CnnPolicy",
+    "CrossQPolicy",
     "DeviceReplayBuffer",
     "MlpPolicy",
     "MultiInputPolicy",
     "SACPlus",
     "SACPlusPolicy",
+    "SimbaPolicy",
     "UpdateSchedule",
     "__version__",
 ]
