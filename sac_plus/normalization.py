@@ -83,6 +83,11 @@ class BatchRenorm(nn.Module):
     def forward(self, x: th.Tensor) -> th.Tensor:
         if not self.training:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        if x.device.type == "cpu" and int(self.num_batches_tracked) < self.warmup_steps:
+            # during the warm-up r = 1 and d = 0: plain batch norm, without the corrections' extra pass over x
+            # (reading the counter is free on the CPU; elsewhere _corrections tests it as a tensor)
+            self.num_batches_tracked += 1
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, self.momentum, self.eps)
         r, d = self._corrections(x)
         # (x - mean_B) / std_B * r + d, then the affine map, is batch norm with weight * r and bias + weight * d:
         # PyTorch's fused kernel, which also moves the running statistics (by the unbiased batch variance)
