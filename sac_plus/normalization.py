@@ -22,7 +22,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["BatchRenorm", "RunningObservationNorm", "frozen_statistics"]
+__all__ = ["BatchRenorm", "RunningObservationNorm", "batch_renorm_layers", "frozen_statistics"]
 
 
 class BatchRenorm(nn.Module):
@@ -111,6 +111,17 @@ class BatchRenorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}, warmup_steps={self.warmup_steps}"
+
+
+def batch_renorm_layers(module: nn.Module) -> list[BatchRenorm]:
+    """
+    The :class:`BatchRenorm` layers of ``module`` (e.g. an actor or a critic), found once and kept on it (a layer
+    assigned into it afterwards is not seen: assign a new actor or critic instead).
+    """
+    found = module.__dict__.get("_batch_renorm_layers")
+    if found is None:
+        found = module.__dict__["_batch_renorm_layers"] = [m for m in module.modules() if isinstance(m, BatchRenorm)]
+    return found
 
 
 @contextlib.contextmanager

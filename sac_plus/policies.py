@@ -38,7 +38,7 @@ from sac_plus.distributions import (
 from sac_plus.linear import MLP, Linear, check_matmul_dtype
 from sac_plus.monitor import DivergenceError, check_finite_observation
 from sac_plus.networks import BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, RENORM_WARMUP_STEPS, NetworkSpec, final_linear
-from sac_plus.normalization import BatchRenorm, RunningObservationNorm, frozen_statistics
+from sac_plus.normalization import RunningObservationNorm, batch_renorm_layers, frozen_statistics
 
 INIT_SCHEMES = ("orthogonal", "pytorch")
 # The name "orthogonal" had before 0.2; still read (with a warning) so that older configs keep working.
@@ -754,7 +754,7 @@ class SACPlusPolicy(BasePolicy):
         E_pi[min_i Q_i(s, a) - alpha log pi(a|s)] and E_pi[log pi(a|s)] for the states ``obs`` (the actor loss
         and the temperature's); the critic's batch normalisation, if any, reads its running statistics (CrossQ).
         """
-        with frozen_statistics(self._batch_norms(critic)):
+        with frozen_statistics(batch_renorm_layers(critic)):
             return self.actor.soft_value(obs, critic, ent_coef)
 
     def td_terms(
@@ -767,7 +767,7 @@ class SACPlusPolicy(BasePolicy):
         CrossQ), the critic's own, from the same forward pass as ``Q_i(s, a)`` (:meth:`Critic.joint_q`).
         The next actions are drawn with the actor's batch normalisation reading its running statistics.
         """
-        with th.no_grad(), frozen_statistics(self._batch_norms(self.actor)):
+        with th.no_grad(), frozen_statistics(batch_renorm_layers(self.actor)):
             next_sample = self.actor.sample(next_obs)
         if self.critic_target is not None:
             with th.no_grad():
@@ -778,15 +778,6 @@ class SACPlusPolicy(BasePolicy):
         with th.no_grad():
             next_value = self.actor.expectation(next_sample, next_min_q.detach(), ent_coef).value
         return th.stack(current_q), next_value
-
-    def _batch_norms(self, module: nn.Module) -> list[BatchRenorm]:
-        """The batch renormalisation layers of ``module`` (the actor or a critic), found once."""
-        cache = self.__dict__.setdefault("_batch_norm_cache", {})
-        found = cache.get(id(module))
-        if found is None or found[0] is not module:
-            found = (module, [m for m in module.modules() if isinstance(m, BatchRenorm)])
-            cache[id(module)] = found
-        return found[1]
 
     def update_observation_statistics(self, observations: PyTorchObs) -> None:
         """

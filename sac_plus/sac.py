@@ -312,10 +312,17 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         ent_coef = self._current_ent_coef()
         critic_loss, q_mean = self._critic_loss(data, ent_coef)
         self._optimize(self.critic.optimizer, critic_loss)
-        if not update_actor:
-            zero = th.zeros((), device=self.device)
-            return th.stack([critic_loss.detach(), zero, ent_coef.reshape(()), zero, q_mean, zero, zero])
-        actor_loss, soft = self._actor_loss(data.observations, ent_coef)
+        zero = th.zeros((), device=self.device)
+        actor_loss = entropy = ent_coef_loss = saturation = zero
+        if update_actor:
+            actor_loss, entropy, ent_coef_loss, saturation = self._actor_and_temperature_step(data.observations, ent_coef)
+        return th.stack([critic_loss, actor_loss, ent_coef.reshape(()), entropy, q_mean, ent_coef_loss, saturation]).detach()
+
+    def _actor_and_temperature_step(
+        self, observations: th.Tensor, ent_coef: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+        """Update the actor, then the temperature; return actor loss, entropy, temperature loss and saturation."""
+        actor_loss, soft = self._actor_loss(observations, ent_coef)
         self._optimize(self.actor.optimizer, actor_loss)
         zero = th.zeros((), device=self.device)
         ent_coef_loss = zero
@@ -325,8 +332,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
             ent_coef_loss = temperature_loss(self.log_ent_coef, soft.mean_log_prob, self.target_entropy)
             self._optimize(self.ent_coef_optimizer, ent_coef_loss)
         saturation = zero if soft.saturation is None else soft.saturation
-        entropy = -soft.mean_log_prob.mean()
-        return th.stack([critic_loss, actor_loss, ent_coef.reshape(()), entropy, q_mean, ent_coef_loss, saturation]).detach()
+        return actor_loss, -soft.mean_log_prob.mean(), ent_coef_loss, saturation
 
     @th.no_grad()
     def _update_target_critics(self) -> None:
