@@ -367,7 +367,8 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
             self._n_updates += 1
         if first_update == 0 and self.verbose >= 1 and describe_kernel_choices():
             print(f"SACPlus: CPU matrix-product kernels chosen by measurement:\n{describe_kernel_choices()}")
-        self.monitor.record(th.stack(stats), first_update, actor_updated)
+        if stats:  # train(0) is a no-op, as SB3's
+            self.monitor.record(th.stack(stats), first_update, actor_updated)
         if self.device.type == "cpu":
             # free on the CPU: the logger holds this window's means whenever anyone dumps it (e.g. EvalCallback),
             # as SB3 SAC's logger holds its last train() call's

@@ -3,6 +3,7 @@ save/load. Every test runs real SB3, Gymnasium and PyTorch code on small network
 
 from __future__ import annotations
 
+import copy
 import inspect
 import itertools
 import math
@@ -415,6 +416,19 @@ def test_target_update_interval_counts_updates_across_learn_calls(space_env, fas
             assert_nested_equal(target1, target0)
     # update 10 is the first of the second learn() call: a count restarted per call would update there
     assert updated_at == list(range(0, 30, interval))
+
+
+@pytest.mark.parametrize("action_space", [BOX2, DISCRETE4], ids=["box", "discrete"])
+def test_train_with_zero_gradient_steps_changes_nothing(space_env, fast_kwargs, action_space):
+    # SB3's train(0) is a no-op (e.g. gradient_steps=0 with a schedule); it must not fail on an empty window
+    model = SACPlus("MlpPolicy", space_env(action_space), **fast_kwargs(learning_starts=10, batch_size=8))
+    model.learn(20)
+    before = copy.deepcopy(model.policy.state_dict())
+    n_updates = model._n_updates
+    model.train(0, 8)
+    model.logger.dump(model.num_timesteps)
+    assert model._n_updates == n_updates
+    assert_nested_equal(dict(model.policy.state_dict()), before)
 
 
 # ----------------------------------------------------------------------------------------------------------------
