@@ -263,7 +263,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
 
     def _critic_loss(self, data: ReplayBufferSamples, ent_coef: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """
-        ``sum_i mean((Q_i(s, a) - y)^2)`` with ``y = r + gamma^n (1 - done) V(s')``, where
+        ``1/2 sum_i mean((Q_i(s, a) - y)^2)`` (SB3's scale) with ``y = r + gamma^n (1 - done) V(s')``, where
         ``V(s') = E_pi[min_i Qtarget_i(s', a') - alpha log pi(a'|s')]`` uses the current actor and the target
         critics (without target critics, the critics themselves: :meth:`SACPlusPolicy.td_terms`).
 
@@ -274,7 +274,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
             # n-step buffers give gamma^k per sample (k <= n when the episode ended early)
             discounts = data.discounts if data.discounts is not None else self.gamma
             target_q = data.rewards + (1 - data.dones) * discounts * next_value
-        return (current_q - target_q).pow(2).mean(dim=(1, 2)).sum(), current_q.detach().mean()
+        return 0.5 * (current_q - target_q).pow(2).mean(dim=(1, 2)).sum(), current_q.detach().mean()
 
     def _actor_loss(self, observations: th.Tensor, ent_coef: th.Tensor) -> tuple[th.Tensor, SoftValue]:
         """

@@ -5,7 +5,7 @@ computes every update with ``F.linear``, ``torch.distributions`` and a hand-writ
 
 1. ``y = r + gamma^k (1 - done) (min_i Qtarget_i(s', a') - alpha log pi(a'|s'))``, ``a' ~ pi(.|s')`` (Box: one
    reparameterised sample; Discrete: the exact expectation); ``gamma^k`` is the n-step buffer's ``discounts``;
-2. critic loss ``sum_i mean((Q_i(s, a) - y)^2)``, one Adam step of the critics;
+2. critic loss ``1/2 sum_i mean((Q_i(s, a) - y)^2)``, one Adam step of the critics;
 3. actor loss ``mean(alpha log pi(a|s) - min_i Q_i(s, a))`` through the *updated* critics, one Adam step;
 4. temperature loss ``mean(-log(alpha) (log pi + H_target))`` with the actor's log-probabilities of step 3, one
    Adam step; alpha in steps 1-3 is the one from before the update;
@@ -153,7 +153,7 @@ class Reference:
             q = q_values(p, "critic", self.n_critics, data.observations).gather(
                 2, data.actions.long().reshape(1, -1, 1).expand(self.n_critics, -1, 1)
             )
-        return sum(((q[i] - y) ** 2).mean() for i in range(self.n_critics)), q.mean()
+        return 0.5 * sum(((q[i] - y) ** 2).mean() for i in range(self.n_critics)), q.mean()
 
     def step(self, data) -> None:
         p = self.params
