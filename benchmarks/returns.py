@@ -16,9 +16,9 @@ Hyperparameters:
 - ``sb3_crossq`` is ``sb3_contrib.CrossQ`` with its own defaults, updated by ``--kwargs`` (e.g. the critic width);
 - ``--preset NAME`` (``sac_plus`` only) starts from ``sac_plus.presets.NAME`` (its policy included) instead of
   SB3's defaults, then applies ``--kwargs``;
-- ``--log-prob sb3`` (``sac_plus`` only, an ablation): the Box actor's log-density computed as SB3 computes it,
-  from ``a = tanh(n)`` as ``log N(n) - sum log(1 - a^2 + 1e-6)``, instead of SACPlus's exact one; give the run
-  its own ``--variant``.
+- ``--log-prob sb3`` (``sac_plus`` only): the Box actor's log-density computed as SB3 computes it, from
+  ``a = tanh(n)`` as ``log N(n) - sum log(1 - a^2 + 1e-6)``, instead of SACPlus's exact one: short for the policy
+  keyword ``tanh_jacobian_eps=1e-6`` in ``--kwargs``; give the run its own ``--variant``.
 
 Examples::
 
@@ -199,16 +199,6 @@ def algo_class(algo: str):
     raise ValueError(f"algo={algo!r}; accepted: {', '.join(ALGOS)}")
 
 
-def sb3_squashed_gaussian_log_prob(pre_tanh, mean, log_std):
-    """SB3's ``SquashedDiagGaussianDistribution.log_prob``: the Jacobian from ``a = tanh(n)``, with ``+ 1e-6``."""
-    import torch as th
-
-    from sac_plus.distributions import gaussian_log_prob
-
-    actions = th.tanh(pre_tanh)
-    return gaussian_log_prob(pre_tanh, mean, log_std) - th.log(1 - actions**2 + 1e-6).sum(dim=-1, keepdim=True)
-
-
 def train_one(spec: dict[str, Any]) -> tuple[str, int, float]:
     """One seed, in its own process: train with an EvalCallback and append a CSV row per evaluation."""
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -219,10 +209,6 @@ def train_one(spec: dict[str, Any]) -> tuple[str, int, float]:
     from stable_baselines3.common.evaluation import evaluate_policy
 
     th.set_num_threads(1)
-    if spec.get("log_prob", "exact") == "sb3":
-        import sac_plus.policies
-
-        sac_plus.policies.squashed_gaussian_log_prob = sb3_squashed_gaussian_log_prob
     env_id, algo, variant, seed, budget = spec["key"]
     path = pathlib.Path(spec["csv"])
     kwargs, n_envs = model_kwargs(algo, env_id, spec["kwargs"], spec["preset"])
@@ -328,6 +314,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.kwargs_dict = json.loads(args.kwargs)
     if not isinstance(args.kwargs_dict, dict):
         parser.error(f"--kwargs={args.kwargs!r} must be a JSON object")
+    if args.log_prob == "sb3":
+        args.kwargs_dict = merge_kwargs(args.kwargs_dict, {"policy_kwargs": {"tanh_jacobian_eps": 1e-6}})
     if args.eval_freq is None:
         args.eval_freq = max(1, args.steps // 20)
     return args
@@ -354,7 +342,6 @@ def main(argv: list[str] | None = None) -> int:
                 "csv": str(path),
                 "kwargs": args.kwargs_dict,
                 "preset": args.preset,
-                "log_prob": args.log_prob,
                 "eval_freq": args.eval_freq,
                 "eval_episodes": args.eval_episodes,
                 "eval_at_start": not args.no_eval_at_start,

@@ -35,16 +35,25 @@ def gaussian_log_prob(value: th.Tensor, mean: th.Tensor, log_std: th.Tensor) -> 
     return (-0.5 * z.pow(2) - log_std - _HALF_LOG_2PI).sum(dim=-1, keepdim=True)
 
 
-def squashed_gaussian_log_prob(pre_tanh: th.Tensor, mean: th.Tensor, log_std: th.Tensor) -> th.Tensor:
+def squashed_gaussian_log_prob(
+    pre_tanh: th.Tensor, mean: th.Tensor, log_std: th.Tensor, jacobian_eps: float | None = None
+) -> th.Tensor:
     """
-    Exact log-density of ``a = tanh(n)``, ``n ~ N(mean, exp(log_std)^2)``, evaluated from ``n``.
+    Log-density of ``a = tanh(n)``, ``n ~ N(mean, exp(log_std)^2)``, evaluated from ``n``.
 
     Change of variables (SAC paper, appendix C): ``log pi(a) = log N(n) - sum_i log(1 - tanh(n_i)^2)``.
 
+    :param jacobian_eps: ``None``: the exact Jacobian (:func:`tanh_log_abs_det_jacobian`); a float ``eps``:
+        ``log(1 - a_i^2 + eps)`` from the action, as SB3 computes it (``eps = 1e-6``), which bounds each
+        dimension's correction by ``-log(eps)``: a saturated sample (``|n| >~ 7`` for SB3's eps) is given less
+        density than it has, and its Jacobian no longer pulls ``n`` back toward 0
     :return: shape ``[..., 1]``
     """
-    jacobian = tanh_log_abs_det_jacobian(pre_tanh).sum(dim=-1, keepdim=True)
-    return gaussian_log_prob(pre_tanh, mean, log_std) - jacobian
+    if jacobian_eps is None:
+        jacobian = tanh_log_abs_det_jacobian(pre_tanh)
+    else:
+        jacobian = th.log(1.0 - th.tanh(pre_tanh).pow(2) + jacobian_eps)
+    return gaussian_log_prob(pre_tanh, mean, log_std) - jacobian.sum(dim=-1, keepdim=True)
 
 
 def categorical_expectation(probs: th.Tensor, values: th.Tensor) -> th.Tensor:

@@ -103,6 +103,17 @@ def check_init_scheme(init_scheme: str) -> str:
     return init_scheme
 
 
+def check_tanh_jacobian_eps(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ValueError(
+            f"tanh_jacobian_eps={value!r} is not valid; accepted: None (the exact log-density) or a float in (0, 1), "
+            "e.g. 1e-6 (SB3's)"
+        )
+    return float(value)
+
+
 def check_positive_int(value: Any, name: str) -> int:
     """An integer >= 1 (numpy integers too, as SB3 accepts them), as a Python ``int``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -359,6 +370,8 @@ class SquashedGaussianActor(BaseActor):
     :param clip_mean: gSDE: clip the mean to [-clip_mean, clip_mean] (0 disables)
     :param normalize_images: Whether to divide images by 255
     :param init_scheme: ``"orthogonal"`` or ``"pytorch"``, see :class:`SACPlusPolicy`
+    :param network_kwargs: see :class:`Critic`
+    :param tanh_jacobian_eps: ``None`` (exact) or SB3's bound, see :class:`SACPlusPolicy`
     """
 
     action_space: spaces.Box
@@ -379,6 +392,7 @@ class SquashedGaussianActor(BaseActor):
         normalize_images: bool = True,
         init_scheme: str = "pytorch",
         network_kwargs: dict[str, Any] | None = None,
+        tanh_jacobian_eps: float | None = None,
     ):
         super().__init__(
             observation_space,
@@ -392,6 +406,7 @@ class SquashedGaussianActor(BaseActor):
             squash_output=True,
             network_kwargs=network_kwargs,
         )
+        self.tanh_jacobian_eps = check_tanh_jacobian_eps(tanh_jacobian_eps)
         self.use_sde = use_sde
         self.log_std_init = log_std_init
         self.full_std = full_std
@@ -427,6 +442,7 @@ class SquashedGaussianActor(BaseActor):
                 full_std=self.full_std,
                 use_expln=self.use_expln,
                 clip_mean=self.clip_mean,
+                tanh_jacobian_eps=self.tanh_jacobian_eps,
             )
         )
         return data
@@ -476,9 +492,9 @@ class SquashedGaussianActor(BaseActor):
         return mean + th.exp(log_std) * th.randn_like(mean), mean, log_std
 
     def _sample_with_log_prob(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
-        """Action in [-1, 1] and its exact log-probability ``[B, 1]``, computed from the pre-tanh value."""
+        """Action in [-1, 1] and its log-probability ``[B, 1]``, computed from the pre-tanh value."""
         pre_tanh, mean, log_std = self.sample_pre_tanh(obs)
-        return th.tanh(pre_tanh), squashed_gaussian_log_prob(pre_tanh, mean, log_std)
+        return th.tanh(pre_tanh), squashed_gaussian_log_prob(pre_tanh, mean, log_std, self.tanh_jacobian_eps)
 
     def action_log_prob(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
         """Sampled action in [-1, 1] and its exact log-probability, shape ``[B]`` (SB3's return types)."""
@@ -593,6 +609,12 @@ class SACPlusPolicy(BasePolicy):
     :param renorm_warmup_steps: train-mode batches before the running statistics correct the batch's
     :param use_target_critic: ``False``: no target critic; the algorithm sets it from its own keyword
         (``SACPlus(use_target_critic=False)``), as SB3 sets ``use_sde``
+    :param tanh_jacobian_eps: Box only (no effect on Discrete actions). ``None`` (default): the exact
+        log-density of ``a = tanh(n)``, with ``log(1 - tanh(n)^2)`` computed from ``n``; a float ``eps``:
+        ``log(1 - a^2 + eps)`` computed from the action, as SB3's SAC and sb3-contrib's CrossQ do with
+        ``eps = 1e-6`` (:func:`~sac_plus.distributions.squashed_gaussian_log_prob`). The two differ only for
+        saturated samples, where SB3's bound stops the entropy term from pulling the pre-tanh value back toward 0;
+        with batch-normalised actors (CrossQ) such samples are frequent from the start
     """
 
     actor: SACPlusActor
@@ -626,6 +648,7 @@ class SACPlusPolicy(BasePolicy):
         batch_norm_eps: float = BATCH_NORM_EPS,
         renorm_warmup_steps: int = RENORM_WARMUP_STEPS,
         use_target_critic: bool = True,
+        tanh_jacobian_eps: float | None = None,
     ):
         super().__init__(
             observation_space,
@@ -658,6 +681,7 @@ class SACPlusPolicy(BasePolicy):
         self.batch_norm_eps = batch_norm_eps
         self.renorm_warmup_steps = renorm_warmup_steps
         self.use_target_critic = bool(use_target_critic)
+        self.tanh_jacobian_eps = check_tanh_jacobian_eps(tanh_jacobian_eps)
         batch_norm_kwargs = None
         if batch_norm:
             batch_norm_kwargs = dict(
@@ -679,7 +703,13 @@ class SACPlusPolicy(BasePolicy):
         )
         self.actor_kwargs = dict(common, net_arch=actor_arch)
         if isinstance(action_space, spaces.Box):
-            self.actor_kwargs.update(use_sde=use_sde, log_std_init=log_std_init, use_expln=use_expln, clip_mean=clip_mean)
+            self.actor_kwargs.update(
+                use_sde=use_sde,
+                log_std_init=log_std_init,
+                use_expln=use_expln,
+                clip_mean=clip_mean,
+                tanh_jacobian_eps=self.tanh_jacobian_eps,
+            )
         self.critic_kwargs = dict(
             common, net_arch=critic_arch, n_critics=self.n_critics, share_features_extractor=share_features_extractor
         )
@@ -745,6 +775,7 @@ class SACPlusPolicy(BasePolicy):
                 batch_norm_eps=self.batch_norm_eps,
                 renorm_warmup_steps=self.renorm_warmup_steps,
                 use_target_critic=self.use_target_critic,
+                tanh_jacobian_eps=self.tanh_jacobian_eps,
             )
         )
         return data

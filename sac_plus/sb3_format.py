@@ -29,7 +29,7 @@ SACPLUS_ONLY_DATA = ("target_entropy_scale", "_target_entropy_spec", "on_diverge
 # Policy keywords of SACPlusPolicy that SB3's SACPolicy does not take
 SACPLUS_ONLY_POLICY_KWARGS = (
     "init_scheme", "matmul_dtype", "architecture", "block_expansion", "batch_norm", "batch_norm_momentum",
-    "batch_norm_eps", "renorm_warmup_steps", "use_target_critic",
+    "batch_norm_eps", "renorm_warmup_steps", "use_target_critic", "tanh_jacobian_eps",
 )  # fmt: skip
 
 

@@ -324,6 +324,8 @@ def test_discrete_not_starting_at_zero_is_rejected(space_env, fast_kwargs):
         ({"target_entropy": float("nan")}, ("target_entropy", "nan")),
         ({"policy_kwargs": {"init_scheme": "xavier"}}, ("init_scheme", "'xavier'")),
         ({"policy_kwargs": {"n_critics": 0}}, ("n_critics", "0")),
+        ({"policy_kwargs": {"tanh_jacobian_eps": 0.0}}, ("tanh_jacobian_eps", "0.0")),
+        ({"policy_kwargs": {"tanh_jacobian_eps": "sb3"}}, ("tanh_jacobian_eps", "'sb3'")),
     ],
     ids=lambda value: str(value) if isinstance(value, dict) else "",
 )

@@ -154,6 +154,21 @@ def test_stable_at_saturation_where_the_naive_form_is_biased():
     assert abs(naive.item() - exact) > 1000 * abs(log_prob.item() - exact)
 
 
+def test_sb3_bounded_jacobian_is_sb3s_log_density():
+    # SB3's own distribution object: log_prob(actions, gaussian_actions) with its epsilon of 1e-6
+    from stable_baselines3.common.distributions import SquashedDiagGaussianDistribution
+
+    generator = th.Generator().manual_seed(0)
+    mean = th.randn(256, 6, generator=generator)
+    log_std = 0.8 * th.randn(256, 6, generator=generator)
+    pre_tanh = mean + 3.0 * th.exp(log_std) * th.randn(256, 6, generator=generator)  # many saturated samples
+    sb3 = SquashedDiagGaussianDistribution(6).proba_distribution(mean, log_std).log_prob(th.tanh(pre_tanh), pre_tanh)
+    ours = squashed_gaussian_log_prob(pre_tanh, mean, log_std, jacobian_eps=1e-6).squeeze(-1)
+    th.testing.assert_close(ours, sb3, rtol=1e-5, atol=1e-4)
+    exact = squashed_gaussian_log_prob(pre_tanh, mean, log_std).squeeze(-1)
+    assert (exact - sb3).abs().max() > 10.0  # saturated samples: SB3's bound gives them less density
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # categorical helpers
 
@@ -250,3 +265,19 @@ def test_box_soft_value_matches_an_independent_monte_carlo_estimate(make_model):
     assert soft.mean().item() == pytest.approx(estimate.mean().item(), abs=4 * standard_error + 1e-3)
     # the check has teeth: leaving out the entropy term moves the estimate by more than the tolerance
     assert abs(q.mean().item() - soft.mean().item()) > 8 * standard_error
+
+
+def test_the_sb3_log_density_keyword_is_used_by_the_actor_and_saved(tmp_path):
+    from stable_baselines3.common.distributions import SquashedDiagGaussianDistribution
+
+    model = SACPlus("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(tanh_jacobian_eps=1e-6), learning_starts=10)
+    model.save(tmp_path / "model")
+    actor = SACPlus.load(tmp_path / "model").actor
+    assert actor.tanh_jacobian_eps == 1e-6
+    obs = th.randn(64, 3)
+    th.manual_seed(0)
+    pre_tanh, mean, log_std = actor.sample_pre_tanh(obs)
+    th.manual_seed(0)
+    _, log_prob = actor.action_log_prob(obs)
+    sb3 = SquashedDiagGaussianDistribution(1).proba_distribution(mean, log_std).log_prob(th.tanh(pre_tanh), pre_tanh)
+    th.testing.assert_close(log_prob, sb3)

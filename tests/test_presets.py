@@ -288,12 +288,6 @@ def test_crossq_acts_in_eval_mode_on_a_gymnasium_env():
     assert not model.policy.training and not any(m.training for m in model.policy.modules() if isinstance(m, BatchRenorm))
 
 
-def sb3_squashed_gaussian_log_prob(pre_tanh: th.Tensor, mean: th.Tensor, log_std: th.Tensor) -> th.Tensor:
-    """SB3's log-density of ``tanh(n)``: the Jacobian from the action, ``log(1 - a^2 + 1e-6)``."""
-    gaussian = (-0.5 * ((pre_tanh - mean) * th.exp(-log_std)) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1, True)
-    return gaussian - th.log(1 - th.tanh(pre_tanh) ** 2 + 1e-6).sum(-1, keepdim=True)
-
-
 def sb3_contrib_names(name: str) -> str:
     """An sb3-contrib CrossQ state-dict name in SACPlus's (``nn.BatchNorm1d``'s) names."""
     head, last = name.rsplit(".", 1)
@@ -301,23 +295,21 @@ def sb3_contrib_names(name: str) -> str:
     return f"{head}.{renamed.get(last, last)}"
 
 
-@pytest.mark.parametrize("log_density", ["sb3", "exact"])
-def test_crossq_preset_updates_as_sb3_contrib_crossq_but_for_the_log_density(monkeypatch, space_env, log_density):
+@pytest.mark.parametrize("tanh_jacobian_eps", [1e-6, None], ids=["sb3-density", "exact-density"])
+def test_crossq_preset_updates_as_sb3_contrib_crossq_with_sb3s_log_density(space_env, tanh_jacobian_eps):
     # Same weights, same buffer, same NumPy and torch seeds; plain SGD in both, so that each step is the gradient.
-    # With SB3's log-density the updates agree up to the batch variance: sb3-contrib normalises by the unbiased
-    # one, PyTorch's batch norm (and SBX's, the authors' code) by the biased one, a relative 1/(2B) per layer. With
-    # the exact density they differ: the actor's batch normalisation widens the initial log-std, so that some
-    # pre-tanh samples saturate, where the two densities differ by several nats.
+    # With SB3's log-density (tanh_jacobian_eps=1e-6) the updates agree up to the batch variance: sb3-contrib
+    # normalises by the unbiased one, PyTorch's batch norm (and SBX's, the authors' code) by the biased one, a
+    # relative 1/(2B) per layer. With the exact density they differ: the actor's batch normalisation widens the
+    # initial log-std, so that some pre-tanh samples saturate, where the two densities differ by several nats.
     from sb3_contrib import CrossQ
     from stable_baselines3.common.logger import configure
 
-    if log_density == "sb3":
-        monkeypatch.setattr("sac_plus.policies.squashed_gaussian_log_prob", sb3_squashed_gaussian_log_prob)
     env = space_env(spaces.Box(-1.0, 1.0, shape=(6,), dtype=np.float32), obs_dim=17)  # HalfCheetah's sizes
     arch = dict(pi=[64, 64], qf=[64, 64])
     theirs = CrossQ("MlpPolicy", env, policy_kwargs=dict(net_arch=arch), learning_starts=0, seed=0)
     kwargs = presets.get("CROSSQ")
-    kwargs["policy_kwargs"]["net_arch"] = arch
+    kwargs["policy_kwargs"].update(net_arch=arch, tanh_jacobian_eps=tanh_jacobian_eps)
     ours = SACPlus(env=env, **{**kwargs, "learning_starts": 0}, seed=1)
     ours.policy.load_state_dict({sb3_contrib_names(k): v for k, v in theirs.policy.state_dict().items()})
     rng = np.random.default_rng(0)
@@ -344,7 +336,7 @@ def test_crossq_preset_updates_as_sb3_contrib_crossq_but_for_the_log_density(mon
         # measured: within 2.5% with SB3's density (under 1% with batches of 4096), 20-30% off with the exact one
         agree[name] = bool((ours_step - theirs_step).norm() <= 0.1 * theirs_step.norm() + 1e-7)
     log_alphas = ours.log_ent_coef.item(), theirs.log_ent_coef.item()
-    if log_density == "sb3":
+    if tanh_jacobian_eps is not None:
         assert all(agree.values()), [name for name, ok in agree.items() if not ok]
         assert log_alphas[0] == pytest.approx(log_alphas[1], rel=1e-3)
     else:
