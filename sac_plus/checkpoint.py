@@ -103,7 +103,8 @@ def atomic_write_path(path: str | os.PathLike, suffix: str) -> Iterator[str]:
     :param path: where the file should end up (``suffix`` is appended when it has none, as SB3 does)
     :param suffix: file extension without dot, e.g. ``"zip"`` or ``"pkl"``
     """
-    target = destination(path, suffix)
+    # through a symbolic link, as SB3's open(path, "wb") writes: the link stays a link and its target is replaced
+    target = pathlib.Path(os.path.realpath(destination(path, suffix)))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".partial.{suffix}")
     os.close(fd)
@@ -307,6 +308,26 @@ def our_policy_class(sb3_policy_class: type) -> type[policies.SACPlusPolicy]:
     return next(ours for theirs, ours in _POLICY_PAIRS if issubclass(sb3_policy_class, theirs))
 
 
+def policy_class_for(policy: str | type) -> str | type[policies.SACPlusPolicy]:
+    """
+    The ``policy`` argument of ``SACPlus(policy, env)`` as SACPlus reads it: an alias stays an alias (SB3 resolves
+    it), SB3's own SAC policy classes (``stable_baselines3.sac.MlpPolicy``, ...) are SACPlus's of the same name,
+    and any other class must be a :class:`~sac_plus.policies.SACPlusPolicy` (a subclass of SB3's ``SACPolicy``
+    lacks what SACPlus's update calls).
+    """
+    if isinstance(policy, str) or (isinstance(policy, type) and issubclass(policy, SACPlusPolicy)):
+        return policy
+    counterpart = next((ours for theirs, ours in _POLICY_PAIRS if policy is theirs), None)
+    if counterpart is not None:
+        return counterpart
+    name = f"{policy.__module__}.{policy.__qualname__}" if isinstance(policy, type) else repr(policy)
+    raise ValueError(
+        f"policy={name} is not a SACPlus policy; accepted: 'MlpPolicy', 'CnnPolicy', 'MultiInputPolicy', "
+        "'CrossQPolicy', 'SimbaPolicy', SB3's SAC policy classes (read as SACPlus's of the same name), or a "
+        "subclass of sac_plus.SACPlusPolicy (a custom SB3 SACPolicy: subclass SACPlusPolicy instead)"
+    )
+
+
 def sb3_policy_class(our_class: type) -> type[sb3_policies.SACPolicy]:
     """SB3's policy for SACPlus's; a subclass of our own policies has no counterpart (it may add modules)."""
     for theirs, ours in _POLICY_PAIRS:
@@ -357,8 +378,9 @@ def load_model(
 
     :param sb3_sac_only: accept only zips of ``stable_baselines3.SAC`` (``load_from_sb3``); otherwise such a zip
         is read with a warning
-    :raises ValueError: naming the file, for a file that is not an intact SACPlus or SB3 SAC model, an env whose
-        spaces differ from the saved ones, or an error of SB3's loader
+    :raises ValueError: naming the file, for a file that is not an intact SACPlus or SB3 SAC model or an env whose
+        spaces differ from the saved ones; an error of SB3's loader keeps its type (e.g. ``RuntimeError`` for a
+        state dict that does not fit the policy) and gets the file's name in its message
     """
     info = inspect_checkpoint(path, custom_objects)
     name = algorithm_class.__name__
@@ -399,7 +421,13 @@ def load_model(
             )
             model = sb3_load(legacy.convert(info.path), force_reset=force_reset, **load_args)
     except (ValueError, KeyError, RuntimeError, AssertionError) as error:
-        raise ValueError(f"Could not load {info.name} into {name}: {type(error).__name__}: {error}") from error
+        # the type SB3's load raises (a state-dict mismatch is a RuntimeError there), with the file named
+        message = f"Could not load {info.name} into {name}: {type(error).__name__}: {error}"
+        if type(error) in (ValueError, KeyError, RuntimeError, AssertionError):
+            raise type(error)(message) from error
+        if hasattr(error, "add_note"):  # Python >= 3.11
+            error.add_note(message)
+        raise
     if info.kind == SB3_SAC:
         adopt_sb3_model(model)
     return model

@@ -162,6 +162,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         _init_setup_model: bool = True,
     ):
         # Check what needs no environment before building one.
+        policy = checkpoint.policy_class_for(policy)
         parse_ent_coef(ent_coef)
         check_target_entropy_scale(target_entropy_scale)
         check_on_divergence(on_divergence)

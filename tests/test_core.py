@@ -635,6 +635,27 @@ def _partial_files(directory) -> list:
     return [p for p in directory.iterdir() if ".partial." in p.name]
 
 
+def test_save_writes_through_a_symbolic_link_as_sb3(tmp_path, space_env, fast_kwargs):
+    # SB3's open(path, "wb") writes through a link (e.g. latest.zip -> runs/7/model.zip): the link stays a link
+    model = SACPlus("MlpPolicy", space_env(BOX2), **fast_kwargs())
+    (tmp_path / "runs").mkdir()
+    target = tmp_path / "runs" / "model.zip"
+    target.write_bytes(b"")
+    link = tmp_path / "latest.zip"
+    link.symlink_to(target)
+    model.save(link)
+    assert link.is_symlink() and target.stat().st_size > 0
+    assert _partial_files(tmp_path / "runs") == [] and _partial_files(tmp_path) == []
+    SACPlus.load(link, env=space_env(BOX2))
+
+
+def test_load_errors_keep_sb3s_type_and_name_the_file(tmp_path, space_env, fast_kwargs):
+    # a state dict that does not fit the policy is a RuntimeError in SB3's load; handlers written for it still work
+    SACPlus("MlpPolicy", space_env(BOX2), **fast_kwargs(policy_kwargs=dict(net_arch=[32]))).save(tmp_path / "m.zip")
+    with pytest.raises(RuntimeError, match=r"(?s)Could not load .*m\.zip into SACPlus: RuntimeError: .*size mismatch"):
+        SACPlus.load(tmp_path / "m.zip", custom_objects={"policy_kwargs": dict(net_arch=[16])})
+
+
 def test_failed_save_midway_leaves_the_previous_file(tmp_path, space_env, fast_kwargs):
     model = SACPlus("MlpPolicy", space_env(BOX2), **fast_kwargs())
     path = tmp_path / "model.zip"

@@ -559,6 +559,33 @@ def test_sb3_policy_aliases_map_onto_ours():
     assert our_policy_class(sb3_policies.MultiInputPolicy) is policies.MultiInputPolicy
 
 
+@pytest.mark.parametrize(
+    ("sb3_class", "ours"),
+    [("SACPolicy", "SACPlusPolicy"), ("CnnPolicy", "CnnPolicy"), ("MultiInputPolicy", "MultiInputPolicy")],
+)
+def test_sb3_sac_policy_classes_passed_as_policy_are_read_as_ours(sb3_class, ours):
+    # SAC(stable_baselines3.sac.MlpPolicy, env), the style of SB3's older docs
+    from sac_plus import policies
+
+    model = SACPlus(getattr(sb3_policies, sb3_class), "Pendulum-v1", _init_setup_model=False)
+    assert model.policy_class is getattr(policies, ours)
+
+
+def test_sb3_mlp_policy_class_trains(space_env, fast_kwargs):
+    from stable_baselines3.sac import MlpPolicy
+
+    model = SACPlus(MlpPolicy, space_env(BOX), **fast_kwargs(learning_starts=10)).learn(40)
+    assert type(model.policy).__name__ == "SACPlusPolicy" and model._n_updates > 0
+
+
+def test_a_custom_sb3_sac_policy_is_refused_at_construction(space_env, fast_kwargs):
+    class MySACPolicy(sb3_policies.SACPolicy):
+        pass
+
+    with pytest.raises(ValueError, match=r"policy=.*MySACPolicy is not a SACPlus policy.*subclass SACPlusPolicy"):
+        SACPlus(MySACPolicy, space_env(BOX), **fast_kwargs())
+
+
 # ------------------------------------------------------------------------------------------- SB3's API surface
 
 
