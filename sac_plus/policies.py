@@ -104,6 +104,7 @@ def check_init_scheme(init_scheme: str) -> str:
 
 
 def check_tanh_jacobian_eps(value: Any) -> float | None:
+    """``None`` (the exact log-density) or a float in (0, 1), as a Python ``float``."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
@@ -497,7 +498,7 @@ class SquashedGaussianActor(BaseActor):
         return th.tanh(pre_tanh), squashed_gaussian_log_prob(pre_tanh, mean, log_std, self.tanh_jacobian_eps)
 
     def action_log_prob(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
-        """Sampled action in [-1, 1] and its exact log-probability, shape ``[B]`` (SB3's return types)."""
+        """Sampled action in [-1, 1] and its log-probability, shape ``[B]`` (SB3's return types)."""
         actions, log_prob = self._sample_with_log_prob(obs)
         return actions, log_prob.squeeze(-1)
 
