@@ -308,6 +308,11 @@ def our_policy_class(sb3_policy_class: type) -> type[policies.SACPlusPolicy]:
     return next(ours for theirs, ours in _POLICY_PAIRS if issubclass(sb3_policy_class, theirs))
 
 
+# What SB3's load raises for a zip that does not fit (KeyError: a missing entry, RuntimeError: a state dict of other
+# shapes, AssertionError: its checks); load_model re-raises them with the file named
+_SB3_LOAD_ERRORS = (ValueError, KeyError, RuntimeError, AssertionError)
+
+
 def policy_class_for(policy: str | type) -> str | type[policies.SACPlusPolicy]:
     """
     The ``policy`` argument of ``SACPlus(policy, env)`` as SACPlus reads it: an alias stays an alias (SB3 resolves
@@ -420,10 +425,10 @@ def load_model(
                 stacklevel=3,
             )
             model = sb3_load(legacy.convert(info.path), force_reset=force_reset, **load_args)
-    except (ValueError, KeyError, RuntimeError, AssertionError) as error:
+    except _SB3_LOAD_ERRORS as error:
         # the type SB3's load raises (a state-dict mismatch is a RuntimeError there), with the file named
         message = f"Could not load {info.name} into {name}: {type(error).__name__}: {error}"
-        if type(error) in (ValueError, KeyError, RuntimeError, AssertionError):
+        if type(error) in _SB3_LOAD_ERRORS:
             raise type(error)(message) from error
         if hasattr(error, "add_note"):  # Python >= 3.11
             error.add_note(message)
