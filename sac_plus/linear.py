@@ -121,13 +121,32 @@ class _Dense(th.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: th.Tensor):
         x, weight, out = ctx.saved_tensors
-        grad = grad_out.contiguous()  # the gradient of a mean arrives as an expanded (stride 0) tensor
-        if ctx.relu:
-            grad = th.ops.aten.threshold_backward(grad, out, 0)
-        grad_x = GRAD_INPUT[ctx.plan.grad_input](grad, weight) if ctx.needs_input_grad[0] else None
-        grad_w = GRAD_WEIGHT[ctx.plan.grad_weight](grad, x) if ctx.needs_input_grad[1] else None
-        grad_b = grad.sum(dim=0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b, None, None
+        needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
+        grads = dense_backward(grad_out, x, weight, out, ctx.plan, needs_x, needs_w, needs_b and ctx.has_bias)
+        return (*grads, None, None)
+
+
+def dense_backward(
+    grad_out: th.Tensor,
+    x: th.Tensor,
+    weight: th.Tensor,
+    out: th.Tensor | None,
+    plan: Plan,
+    input_grad: bool = True,
+    weight_grad: bool = True,
+    bias_grad: bool = True,
+) -> tuple[th.Tensor | None, th.Tensor | None, th.Tensor | None]:
+    """
+    The backward pass of ``out = relu?(x @ weight^T + b)``: the gradients of ``x``, ``weight`` and ``b`` (each
+    ``None`` unless asked) from that of ``out``. ``out`` is the layer's output if a ReLU followed, else ``None``.
+    """
+    grad = grad_out.contiguous()  # the gradient of a mean arrives as an expanded (stride 0) tensor
+    if out is not None:
+        grad = th.ops.aten.threshold_backward(grad, out, 0)
+    grad_x = GRAD_INPUT[plan.grad_input](grad, weight) if input_grad else None
+    grad_w = GRAD_WEIGHT[plan.grad_weight](grad, x) if weight_grad else None
+    grad_b = grad.sum(dim=0) if bias_grad else None
+    return grad_x, grad_w, grad_b
 
 
 def kernel_override() -> str:

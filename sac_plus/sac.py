@@ -20,6 +20,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayB
 from stable_baselines3.common.utils import get_parameters_by_name, obs_as_tensor
 
 from sac_plus import checkpoint, sb3_format
+from sac_plus.fused import FusedGradients, faster_of, fused_gradients_for, fused_mode
 from sac_plus.linear import describe_kernel_choices
 from sac_plus.monitor import DivergenceError, MonitoredOffPolicyAlgorithm, TrainingMonitor, check_on_divergence
 from sac_plus.policies import (
@@ -220,6 +221,9 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         else:
             self.ent_coef_tensor = th.tensor(init_value, device=self.device)
         self._setup_target_update()
+        # chosen on the first update (_choose_gradient_path), once the batch's shapes are known
+        self._fused: FusedGradients | None = None
+        self._gradient_path: str | None = None
         not_logged = {
             "train/ent_coef_loss": self.ent_coef_optimizer is None,
             "train/tanh_saturation": not isinstance(self.action_space, spaces.Box),
@@ -272,10 +276,14 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         """
         current_q, next_value = self.policy.td_terms(data.observations, data.actions, data.next_observations, ent_coef)
         with th.no_grad():
-            # n-step buffers give gamma^k per sample (k <= n when the episode ended early)
-            discounts = data.discounts if data.discounts is not None else self.gamma
-            target_q = data.rewards + (1 - data.dones) * discounts * next_value
+            target_q = data.rewards + self._bootstrap_weights(data) * next_value
         return 0.5 * (current_q - target_q).pow(2).mean(dim=(1, 2)).sum(), current_q.detach().mean()
+
+    def _bootstrap_weights(self, data: ReplayBufferSamples) -> th.Tensor:
+        """``(1 - done) gamma^n`` per sample: the weight of ``V(s')`` in the target."""
+        # n-step buffers give gamma^k per sample (k <= n when the episode ended early)
+        discounts = data.discounts if data.discounts is not None else self.gamma
+        return (1 - data.dones) * discounts
 
     def _actor_loss(self, observations: th.Tensor, ent_coef: th.Tensor) -> tuple[th.Tensor, SoftValue]:
         """
@@ -296,11 +304,66 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         return -soft.value.mean(), soft
 
     @staticmethod
-    def _optimize(optimizer: th.optim.Optimizer, loss: th.Tensor) -> None:
+    def _clear_gradients(optimizer: th.optim.Optimizer) -> None:
         for param in [p for group in optimizer.param_groups for p in group["params"]]:
             param.grad = None  # zero_grad(set_to_none=True), without its per-call profiler scope
+
+    @classmethod
+    def _optimize(cls, optimizer: th.optim.Optimizer, loss: th.Tensor) -> None:
+        cls._clear_gradients(optimizer)
         loss.backward()
         optimizer.step()
+
+    def _critic_gradients(self, data: ReplayBufferSamples, ent_coef: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """The critics' ``.grad`` of the critic loss (autograd, or :mod:`sac_plus.fused` where it was chosen);
+        returns the loss and the mean Q-value."""
+        if self._fused is not None:
+            target_terms = (data.rewards, self._bootstrap_weights(data))
+            return self._fused.critic_gradients(
+                data.observations, data.actions, data.next_observations, target_terms, ent_coef
+            )
+        critic_loss, q_mean = self._critic_loss(data, ent_coef)
+        critic_loss.backward()
+        return critic_loss, q_mean
+
+    def _actor_gradients(self, observations: th.Tensor, ent_coef: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+        """The actor's ``.grad`` of the actor loss; returns the loss, ``E_pi[log pi]`` per state and the
+        saturation (``None`` for Discrete actions)."""
+        if self._fused is not None:
+            return self._fused.actor_gradients(observations, ent_coef)
+        actor_loss, soft = self._actor_loss(observations, ent_coef)
+        actor_loss.backward()
+        return actor_loss, soft.mean_log_prob, soft.saturation
+
+    @property
+    def gradient_path(self) -> str | None:
+        """How the gradients are computed: ``"fused"`` (:mod:`sac_plus.fused`) or ``"autograd"``, chosen on the
+        first update of the model (``None`` before it)."""
+        return self._gradient_path
+
+    def _choose_gradient_path(self, data: ReplayBufferSamples) -> None:
+        """
+        Keep :class:`~sac_plus.fused.FusedGradients` if it covers the policy and computes the gradients faster
+        than autograd on this batch, here (measured once per process and network shape, see
+        :func:`sac_plus.fused.faster_of`); otherwise autograd. ``SAC_PLUS_FUSED=on`` or ``off`` decides instead.
+        """
+        mode = fused_mode()
+        overridden = any(getattr(type(self), name) is not getattr(SACPlus, name) for name in ("_critic_loss", "_actor_loss"))
+        fused = None if overridden or mode == "off" else fused_gradients_for(self.policy)
+        self._fused = fused
+        if fused is not None and mode == "auto":
+
+            def gradients(path: FusedGradients | None) -> None:
+                self._fused = path
+                self._critic_gradients(data, self._current_ent_coef())
+                self._actor_gradients(data.observations, self._current_ent_coef())
+
+            self._fused = faster_of(fused, gradients, self.policy, data.observations.shape[0])
+            for param in self.policy.parameters():
+                param.grad = None
+        self._gradient_path = "fused" if self._fused is not None else "autograd"
+        if self.verbose >= 1:
+            print(f"SACPlus: gradients computed by {self._gradient_path} (chosen by measurement)")
 
     def _gradient_step(self, data: ReplayBufferSamples, update_actor: bool = True) -> th.Tensor:
         """
@@ -311,8 +374,9 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
             costs no host synchronisation per update (statistics that do not apply are 0 and are not logged)
         """
         ent_coef = self._current_ent_coef()
-        critic_loss, q_mean = self._critic_loss(data, ent_coef)
-        self._optimize(self.critic.optimizer, critic_loss)
+        self._clear_gradients(self.critic.optimizer)
+        critic_loss, q_mean = self._critic_gradients(data, ent_coef)
+        self.critic.optimizer.step()
         zero = th.zeros((), device=self.device)
         actor_loss = entropy = ent_coef_loss = saturation = zero
         if update_actor:
@@ -323,17 +387,17 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         self, observations: th.Tensor, ent_coef: th.Tensor
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
         """Update the actor, then the temperature; return actor loss, entropy, temperature loss and saturation."""
-        actor_loss, soft = self._actor_loss(observations, ent_coef)
-        self._optimize(self.actor.optimizer, actor_loss)
+        self._clear_gradients(self.actor.optimizer)
+        actor_loss, mean_log_prob, saturation = self._actor_gradients(observations, ent_coef)
+        self.actor.optimizer.step()
         zero = th.zeros((), device=self.device)
         ent_coef_loss = zero
         if self.ent_coef_optimizer is not None:
             # both set together when alpha is learned (_setup_model); train() has resolved the target to a number
             assert self.log_ent_coef is not None and not isinstance(self.target_entropy, str)
-            ent_coef_loss = temperature_loss(self.log_ent_coef, soft.mean_log_prob, self.target_entropy)
+            ent_coef_loss = temperature_loss(self.log_ent_coef, mean_log_prob, self.target_entropy)
             self._optimize(self.ent_coef_optimizer, ent_coef_loss)
-        saturation = zero if soft.saturation is None else soft.saturation
-        return actor_loss, -soft.mean_log_prob.mean(), ent_coef_loss, saturation
+        return actor_loss, -mean_log_prob.mean(), ent_coef_loss, zero if saturation is None else saturation
 
     @th.no_grad()
     def _update_target_critics(self) -> None:
@@ -354,6 +418,8 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         stats, actor_updated = [], []
         for _ in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            if self._gradient_path is None:
+                self._choose_gradient_path(data)
             if self.use_sde:
                 # log_std may have changed since the last sample
                 assert isinstance(self.actor, SquashedGaussianActor)  # gSDE is Box only
@@ -420,7 +486,9 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         checkpoint.write_atomically(path, "pkl", super().save_replay_buffer)
 
     def _excluded_save_params(self) -> list[str]:
-        aliases_and_caches = ["actor", "critic", "critic_target", "_polyak_pairs", "_trained_critic_parameters"]
+        aliases_and_caches = [
+            "actor", "critic", "critic_target", "_polyak_pairs", "_trained_critic_parameters", "_fused", "_gradient_path",
+        ]  # fmt: skip
         return [*super()._excluded_save_params(), *aliases_and_caches]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:

@@ -12,8 +12,9 @@ computes every update with ``F.linear``, ``torch.distributions`` and a hand-writ
 5. Polyak averaging of the target critics after update ``k`` when ``k % target_update_interval == 0``.
 
 Three updates of ``model.train()`` (a real SB3 replay buffer, sampled twice with the same NumPy seed) must give
-the same losses, gradients and parameters as three reference updates, for every option below and for both CPU
-matrix-product kernels the probe of ``sac_plus.linear`` can choose.
+the same losses, gradients and parameters as three reference updates, for every option below, for both CPU
+matrix-product kernels the probe of ``sac_plus.linear`` can choose, and for both ways of computing the gradients
+(autograd, and ``sac_plus.fused`` where it covers the policy).
 """
 
 from __future__ import annotations
@@ -232,11 +233,19 @@ def filled_model(variant: dict, width: int) -> SACPlus:
     return model
 
 
+def expected_gradient_path(model: SACPlus, fused: str) -> str:
+    """What ``SAC_PLUS_FUSED=fused`` gives this model: the fused path covers Box actions without gSDE."""
+    covered = isinstance(model.action_space, gym.spaces.Box) and not model.use_sde
+    return "fused" if fused == "on" and covered else "autograd"
+
+
+@pytest.mark.parametrize("fused", ["on", "off"])
 @pytest.mark.parametrize("kernel", ["aten", "onednn", "auto"])
 @pytest.mark.parametrize("width", [32, 256])
 @pytest.mark.parametrize("variant", list(VARIANTS.values()), ids=list(VARIANTS))
-def test_train_matches_the_reference_update(monkeypatch, variant, width, kernel) -> None:
+def test_train_matches_the_reference_update(monkeypatch, variant, width, kernel, fused) -> None:
     monkeypatch.setenv("SAC_PLUS_LINEAR", kernel)
+    monkeypatch.setenv("SAC_PLUS_FUSED", fused)
     model = filled_model(variant, width)
     reference = Reference(model)
 
@@ -249,6 +258,7 @@ def test_train_matches_the_reference_update(monkeypatch, variant, width, kernel)
     th.manual_seed(5)
     model.train(gradient_steps=GRADIENT_STEPS, batch_size=BATCH)
     assert model._n_updates == GRADIENT_STEPS
+    assert model.gradient_path == expected_gradient_path(model, fused)
 
     if variant.get("n_steps", 1) > 1:
         assert th.any(batches[0].discounts < model.gamma - 1e-6), "the n-step batch must have discounts below gamma"
@@ -287,8 +297,10 @@ BF16_GRADIENT_TOLERANCE = 0.15
 BF16_LOSS_TOLERANCE = 0.02
 
 
+@pytest.mark.parametrize("fused", ["on", "off"])
 @pytest.mark.parametrize("variant", ["box", "discrete", "box-gsde"])
-def test_bfloat16_products_stay_within_their_stated_tolerance(variant) -> None:
+def test_bfloat16_products_stay_within_their_stated_tolerance(monkeypatch, variant, fused) -> None:
+    monkeypatch.setenv("SAC_PLUS_FUSED", fused)
     settings = dict(VARIANTS[variant])
     settings["policy_kwargs"] = dict(matmul_dtype="bfloat16")
     model = filled_model(settings, 256)
@@ -301,6 +313,7 @@ def test_bfloat16_products_stay_within_their_stated_tolerance(variant) -> None:
     np.random.seed(11)
     th.manual_seed(5)
     model.train(gradient_steps=1, batch_size=BATCH)
+    assert model.gradient_path == expected_gradient_path(model, fused)
     means = model.monitor.peek_means()
     for key in ("train/critic_loss", "train/actor_loss", "train/entropy"):
         assert means[key] == pytest.approx(reference.stats[0][key], rel=BF16_LOSS_TOLERANCE, abs=1e-3), key
