@@ -9,8 +9,9 @@ timed), then times ``--steps`` environment steps with one gradient update each (
 SB3 SAC and SACPlus runs alternate ``--repeats`` times with identical settings and seeds, so that a slower or
 faster phase of the machine hits both. SACPlus with bfloat16 products (``matmul_dtype="bfloat16"``) runs as its
 own algorithm, ``sac_plus_bf16``, reported beside the float32 default. The CPU (model name and the ISA flags that
-decide which kernels are fast: AVX2, AVX-512, AVX512-BF16, AMX) and the matrix-product plans sac_plus.linear's
-probe chose are recorded with the figures. Writes ``benchmarks/results/throughput_<cpu>.csv``, a markdown table
+decide which kernels are fast: AVX2, AVX-512, AVX512-BF16, AMX), the matrix-product plans sac_plus.linear's
+probe chose and the gradient path (sac_plus.fused or autograd) the first update measured are recorded with the
+figures. Writes ``benchmarks/results/throughput_<cpu>.csv``, a markdown table
 ``throughput_<cpu>.md`` and a plot ``throughput_<cpu>.png``, one set per CPU model.
 """
 
@@ -35,6 +36,7 @@ from returns import RESULTS_DIR
 from stable_baselines3 import SAC
 
 from sac_plus import SACPlus
+from sac_plus.fused import gradient_path_choices
 from sac_plus.linear import kernel_choices
 
 ALGOS = {"sb3_sac": SAC, "sac_plus": SACPlus, "sac_plus_bf16": SACPlus}
@@ -131,7 +133,9 @@ def summarise(rows: list[dict]) -> list[dict]:
     return table
 
 
-def write_markdown(table: list[dict], path: pathlib.Path, command: str, cpu: tuple[str, str], plans: list[dict]) -> None:
+def write_markdown(
+    table: list[dict], path: pathlib.Path, command: str, cpu: tuple[str, str], plans: list[dict], paths: list[dict]
+) -> None:
     def cell(row: dict, key: str, digits: int) -> str:
         return f"{row[key]:.{digits}f}" if row.get(key) is not None else "-"
 
@@ -154,6 +158,12 @@ def write_markdown(table: list[dict], path: pathlib.Path, command: str, cpu: tup
         f"{p['threads']} thread(s): {p['forward']}, {p['grad_input']}, {p['grad_weight']}"
         for p in plans
         if p["rows"] > 1
+    ]
+    lines += ["", "Gradient path the measurement chose (sac_plus.fused against autograd, time of one update's gradients):", ""]
+    lines += [
+        f"- batch {p['batch_size']}, {p['threads']} thread(s), {p['device']}: {'fused' if p['fused'] else 'autograd'} "
+        f"(autograd {p['times_us']['autograd'] / 1e3:.2f} ms, fused {p['times_us']['fused'] / 1e3:.2f} ms)"
+        for p in paths
     ]
     path.write_text("\n".join(lines) + "\n")
 
@@ -204,10 +214,11 @@ def main() -> None:
         writer = csv.DictWriter(file, fieldnames=[*FIELDS, "cpu", "cpu_flags"])
         writer.writeheader()
         writer.writerows(dict(row, cpu=cpu[0], cpu_flags=cpu[1]) for row in rows)
-    (args.out / f"{name}_plans.json").write_text(json.dumps(kernel_choices(), indent=1) + "\n")
+    choices = dict(products=kernel_choices(), gradient_paths=gradient_path_choices())
+    (args.out / f"{name}_plans.json").write_text(json.dumps(choices, indent=1) + "\n")
     table = summarise(rows)
     command = "python benchmarks/throughput.py" + (" --sweep" if args.sweep else "")
-    write_markdown(table, args.out / f"{name}.md", command, cpu, kernel_choices())
+    write_markdown(table, args.out / f"{name}.md", command, cpu, kernel_choices(), gradient_path_choices())
     plot(table, args.out / f"{name}.png")
     print((args.out / f"{name}.md").read_text())
 
