@@ -358,7 +358,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
                 self._critic_gradients(data, self._current_ent_coef())
                 self._actor_gradients(data.observations, self._current_ent_coef())
 
-            self._fused = faster_of(fused, gradients, self.policy, data.observations.shape[0])
+            self._fused = faster_of(fused, gradients, self.policy, data.rewards.shape[0])
             for param in self.policy.parameters():
                 param.grad = None
         self._gradient_path = "fused" if self._fused is not None else "autograd"
