@@ -11,10 +11,11 @@ directly: the forward pass keeps each layer's input and output, and the backward
 same expressions, layer by layer, with the matrix products :mod:`sac_plus.linear` has chosen for each shape.
 It writes ``.grad`` of the parameters the optimizers step, as ``loss.backward()`` would, so optimizers,
 schedules and checkpoints are unchanged. Whether it is faster than autograd on the machine at hand is measured
-(:meth:`sac_plus.SACPlus.train` times both on its first updates); ``SAC_PLUS_FUSED=0`` turns it off.
+(:meth:`sac_plus.SACPlus.train` times both on its first update); ``SAC_PLUS_FUSED=on|off`` decides instead.
 
-The policies it does not cover (Discrete actions, gSDE, batch renormalisation, SimBa, image or dict observations,
-other activations, subclasses that override a loss) keep the autograd path: :func:`fused_gradients_for` returns
+The policies it does not cover (Discrete actions, gSDE, batch renormalisation, SimBa, features extractors with
+parameters such as the CNN of image observations, other activations, subclasses that override a loss) keep the
+autograd path: :func:`fused_gradients_for` returns
 ``None`` for them.
 """
 
@@ -29,7 +30,7 @@ import torch as th
 from stable_baselines3.common.policies import BaseModel
 from torch import nn
 
-from sac_plus.distributions import _HALF_LOG_2PI, LOG_STD_MAX, LOG_STD_MIN, tanh_log_abs_det_jacobian
+from sac_plus.distributions import LOG_STD_MAX, LOG_STD_MIN, squashed_gaussian_log_prob
 from sac_plus.linear import BFLOAT16, FORWARD, Linear, Plan, chosen_plan, dense_backward
 from sac_plus.policies import Critic, SACPlusPolicy, SquashedGaussianActor
 
@@ -142,11 +143,10 @@ class _Sample:
 
     action: th.Tensor
     log_prob: th.Tensor
+    pre_tanh: th.Tensor
     mean: th.Tensor
-    std: th.Tensor
+    log_std: th.Tensor
     noise: th.Tensor
-    z: th.Tensor  # (pre_tanh - mean) / std, as the log-density computes it
-    inv_std: th.Tensor
     raw_log_std: th.Tensor  # before the clip to [LOG_STD_MIN, LOG_STD_MAX]
     tapes: tuple[_Tape, _Tape, _Tape]  # latent, mean head, log std head
 
@@ -185,24 +185,18 @@ class FusedGradients:
         raw_log_std, log_std_tape = forward(self.log_std, latent)
         log_std = raw_log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
         noise = th.randn_like(mean)
-        std = log_std.exp()
-        pre_tanh = mean + std * noise
-        action = th.tanh(pre_tanh)
-        inv_std = th.exp(-log_std)
-        z = (pre_tanh - mean) * inv_std
-        log_prob = (-0.5 * z.pow(2) - log_std - _HALF_LOG_2PI).sum(dim=-1, keepdim=True)
-        if self.tanh_jacobian_eps is None:
-            jacobian = tanh_log_abs_det_jacobian(pre_tanh)
-        else:
-            jacobian = th.log(1.0 - action.pow(2) + self.tanh_jacobian_eps)
-        log_prob = log_prob - jacobian.sum(dim=-1, keepdim=True)
+        pre_tanh = mean + th.exp(log_std) * noise
+        log_prob = squashed_gaussian_log_prob(pre_tanh, mean, log_std, self.tanh_jacobian_eps)
         tapes = (latent_tape, mu_tape, log_std_tape)
-        return _Sample(action, log_prob, mean, std, noise, z, inv_std, raw_log_std, tapes)
+        return _Sample(th.tanh(pre_tanh), log_prob, pre_tanh, mean, log_std, noise, raw_log_std, tapes)
 
     def _sample_backward(self, sample: _Sample, grad_action: th.Tensor, grad_log_prob: th.Tensor) -> None:
         """The actor's ``.grad`` from the gradients of the loss with respect to the action and its log-density
-        (``[B, A]`` and ``[B, 1]``): the chain rule of :meth:`_sample`'s expressions, in reverse."""
-        action, z, inv_std = sample.action, sample.z, sample.inv_std
+        (``[B, A]`` and ``[B, 1]``): the chain rule of :meth:`_sample`'s expressions (and of
+        :func:`~sac_plus.distributions.squashed_gaussian_log_prob`'s), in reverse."""
+        action, log_std = sample.action, sample.log_std
+        inv_std = th.exp(-log_std)
+        z = (sample.pre_tanh - sample.mean) * inv_std  # as gaussian_log_prob computes it
         grad_log_prob = grad_log_prob.expand_as(action)
         # action = tanh(n)
         grad_pre_tanh = grad_action * (1 - action.pow(2))
@@ -219,7 +213,7 @@ class FusedGradients:
         grad_mean = grad_pre_tanh - grad_z * inv_std
         grad_log_std = -grad_log_prob - grad_z * z
         # n = mean + std * noise, std = exp(log_std)
-        grad_log_std = grad_log_std + grad_pre_tanh * sample.std * sample.noise
+        grad_log_std = grad_log_std + grad_pre_tanh * th.exp(log_std) * sample.noise
         # log_std = clamp(raw, LOG_STD_MIN, LOG_STD_MAX): no gradient outside the interval
         raw = sample.raw_log_std
         grad_raw = grad_log_std * ((raw >= LOG_STD_MIN) & (raw <= LOG_STD_MAX))
@@ -230,15 +224,20 @@ class FusedGradients:
         backward(self.latent, latent_tape, grad_latent + grad_from_log_std, weight_grads=True, input_grad=False)
 
     def critic_gradients(
-        self, obs: th.Tensor, actions: th.Tensor, next_obs: th.Tensor, target_scale: tuple, ent_coef: th.Tensor
+        self,
+        obs: th.Tensor,
+        actions: th.Tensor,
+        next_obs: th.Tensor,
+        target_terms: tuple[th.Tensor, th.Tensor],
+        ent_coef: th.Tensor,
     ) -> tuple[th.Tensor, th.Tensor]:
         """
         The critics' ``.grad`` of SACPlus's critic loss (``SACPlus._critic_loss``).
 
-        :param target_scale: ``(rewards, not_done_discounts)``: the target is ``rewards + not_done_discounts * V(s')``
+        :param target_terms: ``(rewards, not_done_discounts)``: the target is ``rewards + not_done_discounts * V(s')``
         :return: the loss and the mean Q-value of the batch
         """
-        rewards, not_done_discounts = target_scale
+        rewards, not_done_discounts = target_terms
         with th.no_grad():
             next_sample = self._sample(_features(self.actor, next_obs))
             next_input = th.cat([_features(self.critic_target, next_obs), next_sample.action], 1)
