@@ -46,6 +46,7 @@ from sac_plus.temperature import (
     keep_given_target_entropy,
     parse_ent_coef,
     resolve_target_entropy,
+    temperature_gradient,
     temperature_loss,
 )
 
@@ -308,12 +309,6 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         for param in [p for group in optimizer.param_groups for p in group["params"]]:
             param.grad = None  # zero_grad(set_to_none=True), without its per-call profiler scope
 
-    @classmethod
-    def _optimize(cls, optimizer: th.optim.Optimizer, loss: th.Tensor) -> None:
-        cls._clear_gradients(optimizer)
-        loss.backward()
-        optimizer.step()
-
     def _critic_gradients(self, data: ReplayBufferSamples, ent_coef: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """The critics' ``.grad`` of the critic loss (autograd, or :mod:`sac_plus.fused` where it was chosen);
         returns the loss and the mean Q-value."""
@@ -395,8 +390,10 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         if self.ent_coef_optimizer is not None:
             # both set together when alpha is learned (_setup_model); train() has resolved the target to a number
             assert self.log_ent_coef is not None and not isinstance(self.target_entropy, str)
-            ent_coef_loss = temperature_loss(self.log_ent_coef, mean_log_prob, self.target_entropy)
-            self._optimize(self.ent_coef_optimizer, ent_coef_loss)
+            with th.no_grad():
+                ent_coef_loss = temperature_loss(self.log_ent_coef, mean_log_prob, self.target_entropy)
+            self.log_ent_coef.grad = temperature_gradient(self.log_ent_coef, mean_log_prob, self.target_entropy)
+            self.ent_coef_optimizer.step()
         return actor_loss, -mean_log_prob.mean(), ent_coef_loss, zero if saturation is None else saturation
 
     @th.no_grad()

@@ -194,3 +194,14 @@ def temperature_loss(log_ent_coef: th.Tensor, mean_log_prob: th.Tensor, target_e
     :param mean_log_prob: ``E_pi[log pi(.|s)]`` per state (detached here: this loss only moves alpha)
     """
     return -(log_ent_coef * (mean_log_prob.detach() + target_entropy)).mean()
+
+
+def temperature_gradient(log_ent_coef: th.Tensor, mean_log_prob: th.Tensor, target_entropy: float) -> th.Tensor:
+    """
+    The gradient of :func:`temperature_loss` with respect to ``log_ent_coef``, in closed form:
+    ``-mean(log pi + H_target)``, summed as autograd sums it (each term times ``-1/N``). Writing it to ``.grad``
+    saves the autograd graph and backward pass of a one-parameter loss in every update.
+    """
+    shift = mean_log_prob.detach() + target_entropy
+    grad = (shift * th.full_like(shift, -1.0).div_(shift.numel())).sum()
+    return grad.reshape(log_ent_coef.shape)

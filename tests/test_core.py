@@ -26,7 +26,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from torch import nn
 
 from sac_plus import SACPlus
-from sac_plus.temperature import UpdateSchedule
+from sac_plus.temperature import UpdateSchedule, temperature_gradient, temperature_loss
 
 BOX2 = spaces.Box(-2.0, 2.0, shape=(2,), dtype=np.float32)
 DISCRETE4 = spaces.Discrete(4)
@@ -123,6 +123,16 @@ def test_learned_ent_coef_starts_at_its_initial_value_and_moves(space_env, fast_
     model.learn(120)
     assert model.log_ent_coef.exp().item() != pytest.approx(initial, rel=1e-6)
     assert math.isfinite(model.logger.name_to_value["train/ent_coef_loss"])
+
+
+@pytest.mark.parametrize("shape", [(1,), (7, 1), (256, 1), (1000,)])
+def test_temperature_gradient_is_autograds_bit_for_bit(shape):
+    generator = th.Generator().manual_seed(3)
+    for _ in range(20):
+        log_ent_coef = th.randn(1, generator=generator).requires_grad_(True)
+        mean_log_prob = 3 * th.randn(shape, generator=generator)
+        temperature_loss(log_ent_coef, mean_log_prob, -1.7).backward()
+        assert th.equal(temperature_gradient(log_ent_coef, mean_log_prob, -1.7), log_ent_coef.grad)
 
 
 # ----------------------------------------------------------------------------------------------------------------
