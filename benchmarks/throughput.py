@@ -7,7 +7,8 @@ Env steps per second of SACPlus against SB3's SAC, measured in one process with 
 Each run builds a fresh model, collects ``learning_starts`` random steps plus a short warm-up of training (not
 timed), then times ``--steps`` environment steps with one gradient update each (train_freq 1, gradient_steps 1).
 SB3 SAC and SACPlus runs alternate ``--repeats`` times with identical settings and seeds, so that a slower or
-faster phase of the machine hits both. SACPlus with bfloat16 products (``matmul_dtype="bfloat16"``) runs as its
+faster phase of the machine hits both: the ratio reported is the median over the repeats of the ratio within each
+repeat. SACPlus with bfloat16 products (``matmul_dtype="bfloat16"``) runs as its
 own algorithm, ``sac_plus_bf16``, reported beside the float32 default. The CPU (model name and the ISA flags that
 decide which kernels are fast: AVX2, AVX-512, AVX512-BF16, AMX), the matrix-product plans sac_plus.linear's
 probe chose and the gradient path (sac_plus.fused or autograd) the first update measured are recorded with the
@@ -109,27 +110,29 @@ def run_section(
             )
 
 
+def paired_ratio(rows: list[dict], algo: str) -> float | None:
+    """Median over the repeats of ``algo``'s steps/s over SB3 SAC's in the same repeat: the two runs of a repeat
+    are back to back, so a slow or fast phase of a shared machine, which moves a run by more than the difference
+    being measured, cancels out of each ratio."""
+    rates = {(r["algo"], r["repeat"]): r["steps_per_s"] for r in rows}
+    repeats = [repeat for a, repeat in rates if a == algo and ("sb3_sac", repeat) in rates]
+    ratios = [rates[algo, repeat] / rates["sb3_sac", repeat] for repeat in repeats]
+    return statistics.median(ratios) if ratios else None
+
+
 def summarise(rows: list[dict]) -> list[dict]:
-    """Median steps/s per configuration and algorithm, and the SACPlus / SB3 ratio where both ran."""
+    """Median steps/s per configuration and algorithm, and the median paired SACPlus / SB3 ratio where both ran."""
     keys = sorted({(r["section"], r["env"], r["threads"], r["batch"], r["width"]) for r in rows}, key=str)
     table = []
     for key in keys:
+        runs = [r for r in rows if (r["section"], r["env"], r["threads"], r["batch"], r["width"]) == key]
         medians = {}
         for algo in ALGOS:
-            rates = [
-                r["steps_per_s"]
-                for r in rows
-                if (r["section"], r["env"], r["threads"], r["batch"], r["width"]) == key and r["algo"] == algo
-            ]
+            rates = [r["steps_per_s"] for r in runs if r["algo"] == algo]
             if rates:
                 medians[algo] = statistics.median(rates)
-        ratio = medians["sac_plus"] / medians["sb3_sac"] if {"sac_plus", "sb3_sac"} <= medians.keys() else None
-        bf16 = medians["sac_plus_bf16"] / medians["sb3_sac"] if {"sac_plus_bf16", "sb3_sac"} <= medians.keys() else None
-        table.append(
-            dict(
-                zip(["section", "env", "threads", "batch", "width"], key, strict=True), **medians, ratio=ratio, ratio_bf16=bf16
-            )
-        )
+        ratios = dict(ratio=paired_ratio(runs, "sac_plus"), ratio_bf16=paired_ratio(runs, "sac_plus_bf16"))
+        table.append(dict(zip(["section", "env", "threads", "batch", "width"], key, strict=True), **medians, **ratios))
     return table
 
 
@@ -142,7 +145,8 @@ def write_markdown(
     lines = [
         f"Command: `{command}`  ",
         f"CPU: {cpu[0]} (flags: {cpu[1] or 'none of ' + ', '.join(ISA_FLAGS)}), {os.cpu_count()} logical core(s); "
-        f"torch {th.__version__}; median of the repeats.",
+        f"torch {th.__version__}; steps/s: median of the repeats; ratio: median of the repeats' ratios (each repeat "
+        "runs the algorithms back to back).",
         "",
         "| section | env | threads | batch | width | SB3 SAC steps/s | SACPlus steps/s | ratio | bf16 steps/s | bf16 ratio |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -188,7 +192,7 @@ def plot(table: list[dict], path: pathlib.Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1000, help="timed steps per run at width 256")
-    parser.add_argument("--repeats", type=int, default=3, help="alternations of SB3 SAC and SACPlus (>= 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="alternations of SB3 SAC and SACPlus (>= 3)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--sweep", action="store_true", help="also CartPole-v1 and the batch/width scaling")
     parser.add_argument("--no-bf16", action="store_true", help="leave out SACPlus with bfloat16 products")
