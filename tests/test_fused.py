@@ -85,6 +85,9 @@ def test_the_measurement_changes_no_result(monkeypatch) -> None:
     assert model.gradient_path in ("fused", "autograd")
     (choice,) = fused.gradient_path_choices()
     assert choice["batch_size"] == BATCH and set(choice["times_us"]) == {"autograd", "fused"}
+    # the faster path is kept, without a margin (the two compute the same gradients)
+    assert choice["fused"] == (choice["times_us"]["fused"] < choice["times_us"]["autograd"])
+    assert model.gradient_path == ("fused" if choice["fused"] else "autograd")
     # a model whose first update measures gets the same first update as one whose choice is already made
     monkeypatch.setattr(fused, "_choices", {})
     models = [trained_model() for _ in range(2)]  # the first measures, the second reads the cache
