@@ -37,6 +37,7 @@ from sac_plus.policies import (
     build_optimizer,
     check_action_space,
     check_positive_int,
+    step_optimizer,
 )
 from sac_plus.temperature import (
     DEFAULT_DISCRETE_TARGET_ENTROPY_SCALE,
@@ -371,7 +372,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         ent_coef = self._current_ent_coef()
         self._clear_gradients(self.critic.optimizer)
         critic_loss, q_mean = self._critic_gradients(data, ent_coef)
-        self.critic.optimizer.step()
+        step_optimizer(self.critic.optimizer)
         zero = th.zeros((), device=self.device)
         actor_loss = entropy = ent_coef_loss = saturation = zero
         if update_actor:
@@ -384,7 +385,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         """Update the actor, then the temperature; return actor loss, entropy, temperature loss and saturation."""
         self._clear_gradients(self.actor.optimizer)
         actor_loss, mean_log_prob, saturation = self._actor_gradients(observations, ent_coef)
-        self.actor.optimizer.step()
+        step_optimizer(self.actor.optimizer)
         zero = th.zeros((), device=self.device)
         ent_coef_loss = zero
         if self.ent_coef_optimizer is not None:
@@ -393,7 +394,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
             with th.no_grad():
                 ent_coef_loss = temperature_loss(self.log_ent_coef, mean_log_prob, self.target_entropy)
             self.log_ent_coef.grad = temperature_gradient(self.log_ent_coef, mean_log_prob, self.target_entropy)
-            self.ent_coef_optimizer.step()
+            step_optimizer(self.ent_coef_optimizer)
         return actor_loss, -mean_log_prob.mean(), ent_coef_loss, zero if saturation is None else saturation
 
     @th.no_grad()

@@ -25,7 +25,8 @@ from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from torch import nn
 
-from sac_plus import SACPlus
+from sac_plus import SACPlus, policies
+from sac_plus.policies import build_optimizer, step_optimizer
 from sac_plus.temperature import UpdateSchedule, temperature_gradient, temperature_loss
 
 BOX2 = spaces.Box(-2.0, 2.0, shape=(2,), dtype=np.float32)
@@ -133,6 +134,43 @@ def test_temperature_gradient_is_autograds_bit_for_bit(shape):
         mean_log_prob = 3 * th.randn(shape, generator=generator)
         temperature_loss(log_ent_coef, mean_log_prob, -1.7).backward()
         assert th.equal(temperature_gradient(log_ent_coef, mean_log_prob, -1.7), log_ent_coef.grad)
+
+
+def _two_networks() -> list[nn.Module]:
+    return [nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 3)) for _ in range(2)]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"weight_decay": 0.01, "betas": (0.5, 0.999)}, {"amsgrad": True}, {"foreach": True}])
+def test_step_optimizer_moves_parameters_and_state_as_step_does(kwargs):
+    th.manual_seed(0)
+    nets = _two_networks()
+    nets[1].load_state_dict(nets[0].state_dict())
+    optimizers = [build_optimizer(th.optim.Adam, net.parameters(), 1e-3, dict(kwargs)) for net in nets]
+    generator = th.Generator().manual_seed(1)
+    for step in range(6):
+        x = th.randn(32, 5, generator=generator)
+        for net, optimizer in zip(nets, optimizers, strict=True):
+            optimizer.param_groups[0]["lr"] = 1e-3 / (step + 1)  # as SB3's learning-rate schedule sets it
+            net.zero_grad(set_to_none=True)
+            net(x).pow(2).mean().backward()
+        optimizers[0].step()
+        step_optimizer(optimizers[1])
+    for (name, a), b in zip(nets[0].state_dict().items(), nets[1].state_dict().values(), strict=True):
+        assert th.equal(a, b), name
+    assert_nested_equal(optimizers[1].state_dict(), optimizers[0].state_dict(), "optimizer")
+    # the fused Adam build_optimizer makes is stepped by its kernel directly; AMSGrad and foreach through step()
+    assert (policies._lean_adam_lists(optimizers[1]) is not None) == ({"amsgrad", "foreach"}.isdisjoint(kwargs))
+
+
+def test_step_optimizer_runs_the_hooks_of_step():
+    net = _two_networks()[0]
+    optimizer = build_optimizer(th.optim.Adam, net.parameters(), 1e-3, {})
+    calls = []
+    optimizer.register_step_post_hook(lambda *args: calls.append(args))
+    for _ in range(3):
+        net(th.ones(2, 5)).sum().backward()
+        step_optimizer(optimizer)
+    assert len(calls) == 3
 
 
 # ----------------------------------------------------------------------------------------------------------------
