@@ -46,10 +46,21 @@ _choices: dict[tuple, tuple[bool, dict[str, float]]] = {}
 
 @dataclasses.dataclass(frozen=True)
 class _Layer:
-    """One ``Linear``, with whether a ReLU follows it."""
+    """One ``Linear``, with whether a ReLU follows it, and its products' plans per (rows, threads, device)."""
 
     linear: nn.Linear
     relu: bool
+    plans: dict[tuple[int, int, str], Plan] = dataclasses.field(default_factory=dict, compare=False)
+
+    def plan(self, x: th.Tensor) -> Plan:
+        """The plan of :mod:`sac_plus.linear` for this input (probed there once per shape), looked up once per batch
+        size: ``chosen_plan`` reads the override and builds its key at every call, ~30 times per update."""
+        key = (x.shape[0], th.get_num_threads(), x.device.type)
+        plan = self.plans.get(key)
+        if plan is None:
+            bf16 = getattr(self.linear, "bf16", False)
+            plan = self.plans[key] = _BF16_PLAN if bf16 else chosen_plan(x, self.linear.weight, self.relu) or Plan()
+        return plan
 
 
 @dataclasses.dataclass
@@ -97,7 +108,7 @@ def forward(layers: list[_Layer], x: th.Tensor) -> tuple[th.Tensor, _Tape]:
     tape = _Tape([], [], [])
     for layer in layers:
         weight, bias = layer.linear.weight, layer.linear.bias
-        plan = _BF16_PLAN if getattr(layer.linear, "bf16", False) else chosen_plan(x, weight, layer.relu) or Plan()
+        plan = layer.plan(x)
         tape.inputs.append(x)
         tape.plans.append(plan)
         x = FORWARD[plan.forward](x, weight, bias, layer.relu)
