@@ -163,7 +163,9 @@ def _lean_adam_lists(optimizer: th.optim.Optimizer) -> list[tuple[dict[str, Any]
     """
     if type(optimizer) is not th.optim.Adam or not _has_fused_adam_kernel():
         return None
-    hooks = [optimizer._optimizer_step_pre_hooks, optimizer._optimizer_step_post_hooks]
+    if "step" in vars(optimizer):
+        return None  # step() wrapped on this instance (e.g. by a torch learning-rate scheduler): call the wrapper
+    hooks = [getattr(optimizer, f"_optimizer_step_{when}_hooks", None) for when in ("pre", "post")]
     hooks += [getattr(torch_optimizer, f"_global_optimizer_{when}_hooks", None) for when in ("pre", "post")]
     if any(registered is None or registered for registered in hooks):
         return None  # hooks run in step() (or this torch keeps them elsewhere)
@@ -196,7 +198,8 @@ def step_optimizer(optimizer: th.optim.Optimizer) -> None:
     is called directly with the same arguments (tests/test_core.py checks that parameters and state come out bit for
     bit the same): ``step()``'s Python (profiler scope, hooks, state checks, grouping by device) costs about 0.1 ms
     per call there, a 256-wide matrix product's worth, and an update makes three of them. Anything else (another
-    optimizer, hooks, AMSGrad, tensor learning rates, the first step) goes through ``step()``.
+    optimizer, hooks, a ``step`` wrapped on the instance as torch's learning-rate schedulers wrap it, AMSGrad, tensor
+    learning rates, the first step) goes through ``step()``.
     """
     groups = _lean_adam_lists(optimizer)
     if groups is None:

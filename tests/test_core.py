@@ -173,6 +173,19 @@ def test_step_optimizer_runs_the_hooks_of_step():
     assert len(calls) == 3
 
 
+def test_step_optimizer_calls_a_wrapped_step(recwarn):
+    net = _two_networks()[0]
+    optimizer = build_optimizer(th.optim.Adam, net.parameters(), 1e-3, {})
+    net(th.ones(2, 5)).sum().backward()
+    optimizer.step()  # the state exists: the direct kernel call would apply
+    scheduler = th.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)  # wraps optimizer.step
+    optimizer._opt_called = False
+    step_optimizer(optimizer)
+    assert optimizer._opt_called  # the scheduler's wrapper ran: no "lr_scheduler.step() before optimizer.step()"
+    scheduler.step()
+    assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # SB3 compatibility: keywords, environments
 
