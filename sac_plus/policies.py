@@ -157,7 +157,7 @@ def _has_fused_adam_kernel() -> bool:
 def _lean_adam_lists(optimizer: th.optim.Optimizer) -> list[tuple[dict[str, Any], list[list[th.Tensor]]]] | None:
     """
     Per parameter group, the group and its tensor lists ``[params, grads, exp_avgs, exp_avg_sqs, steps]`` for one
-    fused Adam kernel call, if ``optimizer`` is a plain ``th.optim.Adam`` in the state :meth:`step_optimizer` can
+    fused Adam kernel call, if ``optimizer`` is a plain ``th.optim.Adam`` in the state :func:`step_optimizer` can
     step the way ``step()`` would; otherwise ``None``. Built at every call from the optimizer's current state (a
     ``load_state_dict`` replaces the state tensors).
     """
