@@ -1,19 +1,19 @@
 """
-Env steps per second of SACPlus against SB3's SAC, measured in one process with alternating runs.
+Env steps per second of SACPlus against SB3's SAC, measured in one process with interleaved runs.
 
     python benchmarks/throughput.py                 # headline: Pendulum-v1, batch 256, [256, 256], 1 and 2 threads
     python benchmarks/throughput.py --sweep         # + CartPole-v1 (SACPlus) and batch/width scaling of both
 
-Each run builds a fresh model, collects ``learning_starts`` random steps plus a short warm-up of training (not
-timed), then times ``--steps`` environment steps with one gradient update each (train_freq 1, gradient_steps 1).
-SB3 SAC and SACPlus runs alternate ``--repeats`` times with identical settings and seeds, so that a slower or
-faster phase of the machine hits both: the ratio reported is the median over the repeats of the ratio within each
-repeat. SACPlus with bfloat16 products (``matmul_dtype="bfloat16"``) runs as its
-own algorithm, ``sac_plus_bf16``, reported beside the float32 default. The CPU (model name and the ISA flags that
-decide which kernels are fast: AVX2, AVX-512, AVX512-BF16, AMX), the matrix-product plans sac_plus.linear's
-probe chose and the gradient path (sac_plus.fused or autograd) the first update measured are recorded with the
-figures. Writes ``benchmarks/results/throughput_<cpu>.csv``, a markdown table
-``throughput_<cpu>.md`` and a plot ``throughput_<cpu>.png``, one set per CPU model.
+Each repeat builds a fresh model of each algorithm, collects ``learning_starts`` random steps plus a short warm-up
+of training (not timed), then times ``--steps`` environment steps with one gradient update each (train_freq 1,
+gradient_steps 1), in ``--blocks`` blocks that take turns between the models (identical settings and seeds), so
+that a slower or faster phase of the machine hits all of them: the ratio reported is the median over the
+``--repeats`` repeats of the ratio within each repeat. SACPlus with bfloat16 products (``matmul_dtype="bfloat16"``)
+runs as its own algorithm, ``sac_plus_bf16``, reported beside the float32 default. The CPU (model name and the ISA
+flags that decide which kernels are fast: AVX2, AVX-512, AVX512-BF16, AMX), the matrix-product plans
+sac_plus.linear's probe chose and the gradient path (sac_plus.fused or autograd) the first update measured are
+recorded with the figures. Writes ``benchmarks/results/throughput_<cpu>.csv``, a markdown table ``throughput_<cpu>.md``
+and a plot ``throughput_<cpu>.png``, one set per CPU model.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ def slug(text: str) -> str:
 FIELDS = ["section", "env", "algo", "threads", "batch", "width", "repeat", "steps", "seconds", "steps_per_s"]
 
 
-def steps_per_second(algo: str, env: str, threads: int, batch: int, width: int, steps: int, seed: int) -> tuple[float, float]:
-    """Time ``steps`` training steps of a fresh model after its warm-up; returns (seconds, steps/s)."""
+def warmed_model(algo: str, env: str, threads: int, batch: int, width: int, seed: int):
+    """A fresh model of ``algo`` that has filled its buffer and run a few updates (not timed)."""
     th.set_num_threads(threads)
     learning_starts = max(batch, 100)
     model = ALGOS[algo](
@@ -80,18 +80,36 @@ def steps_per_second(algo: str, env: str, threads: int, batch: int, width: int, 
         device="cpu",
     )
     model.learn(learning_starts + 50)  # fill the buffer, warm up allocator and caches
-    start = time.perf_counter()
-    model.learn(steps, reset_num_timesteps=False)
-    seconds = time.perf_counter() - start
-    return seconds, steps / seconds
+    return model
+
+
+def interleaved_seconds(models: dict[str, object], steps: int, blocks: int) -> dict[str, float]:
+    """
+    Seconds each model takes for ``steps`` training steps, timed in ``blocks`` blocks that take turns between the
+    models (the first model of each round rotates): a phase of the machine that lasts seconds then hits every
+    model about equally, where back-to-back runs of ~20 s each let it land on one.
+    """
+    names = list(models)
+    seconds = dict.fromkeys(names, 0.0)
+    sizes = [steps // blocks + (1 if block < steps % blocks else 0) for block in range(blocks)]
+    for block, size in enumerate(sizes):
+        for offset in range(len(names)):
+            name = names[(block + offset) % len(names)]
+            start = time.perf_counter()
+            models[name].learn(size, reset_num_timesteps=False)  # type: ignore[attr-defined]
+            seconds[name] += time.perf_counter() - start
+    return seconds
 
 
 def run_section(
     rows: list[dict], section: str, env: str, algos: list[str], threads: int, batch: int, width: int, args
 ) -> None:
+    steps = args.steps_for(width)
     for repeat in range(args.repeats):
-        for algo in algos:
-            seconds, rate = steps_per_second(algo, env, threads, batch, width, args.steps_for(width), args.seed)
+        models = {algo: warmed_model(algo, env, threads, batch, width, args.seed) for algo in algos}
+        th.set_num_threads(threads)
+        for algo, seconds in interleaved_seconds(models, steps, min(args.blocks, steps)).items():
+            rate = steps / seconds
             row = dict(
                 section=section,
                 env=env,
@@ -100,7 +118,7 @@ def run_section(
                 batch=batch,
                 width=width,
                 repeat=repeat,
-                steps=args.steps_for(width),
+                steps=steps,
                 seconds=round(seconds, 3),
                 steps_per_s=round(rate, 2),
             )
@@ -111,9 +129,9 @@ def run_section(
 
 
 def paired_ratio(rows: list[dict], algo: str) -> float | None:
-    """Median over the repeats of ``algo``'s steps/s over SB3 SAC's in the same repeat: the two runs of a repeat
-    are back to back, so a slow or fast phase of a shared machine, which moves a run by more than the difference
-    being measured, cancels out of each ratio."""
+    """Median over the repeats of ``algo``'s steps/s over SB3 SAC's in the same repeat: the runs of a repeat
+    are interleaved (:func:`interleaved_seconds`), so a slow or fast phase of a shared machine, which moves a run
+    by more than the difference being measured, cancels out of each ratio."""
     rates = {(r["algo"], r["repeat"]): r["steps_per_s"] for r in rows}
     repeats = [repeat for a, repeat in rates if a == algo and ("sb3_sac", repeat) in rates]
     ratios = [rates[algo, repeat] / rates["sb3_sac", repeat] for repeat in repeats]
@@ -146,7 +164,7 @@ def write_markdown(
         f"Command: `{command}`  ",
         f"CPU: {cpu[0]} (flags: {cpu[1] or 'none of ' + ', '.join(ISA_FLAGS)}), {os.cpu_count()} logical core(s); "
         f"torch {th.__version__}; steps/s: median of the repeats; ratio: median of the repeats' ratios (each repeat "
-        "runs the algorithms back to back).",
+        "times the algorithms in interleaved blocks).",
         "",
         "| section | env | threads | batch | width | SB3 SAC steps/s | SACPlus steps/s | ratio | bf16 steps/s | bf16 ratio |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -192,7 +210,8 @@ def plot(table: list[dict], path: pathlib.Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1000, help="timed steps per run at width 256")
-    parser.add_argument("--repeats", type=int, default=5, help="alternations of SB3 SAC and SACPlus (>= 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="fresh models of SB3 SAC and SACPlus timed side by side")
+    parser.add_argument("--blocks", type=int, default=10, help="blocks per repeat, taking turns between the models")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--sweep", action="store_true", help="also CartPole-v1 and the batch/width scaling")
     parser.add_argument("--no-bf16", action="store_true", help="leave out SACPlus with bfloat16 products")
