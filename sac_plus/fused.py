@@ -74,18 +74,15 @@ class _Tape:
 
     def rows(self, index: th.Tensor) -> _Tape:
         """The tape of the same forward pass restricted to the batch rows ``index``."""
-        return self._select(lambda tensor: tensor.index_select(0, index))
 
-    def narrow(self, start: int, length: int) -> _Tape:
-        """The tape of the same forward pass restricted to the rows ``start:start + length`` (views, no copy)."""
-        return self._select(lambda tensor: tensor.narrow(0, start, length))
+        def select(tensor: th.Tensor | None) -> th.Tensor | None:
+            return None if tensor is None else tensor.index_select(0, index)
 
-    def _select(self, select: Callable[[th.Tensor], th.Tensor]) -> _Tape:
         inputs = [select(x) for x in self.inputs]
         # a layer's output is the next layer's input: select it once
         outputs = [None if out is None else inputs[i + 1] if i + 1 < len(inputs) and out is self.inputs[i + 1] else select(out)
                    for i, out in enumerate(self.outputs)]  # fmt: skip
-        return _Tape(inputs, outputs, self.plans)
+        return _Tape(inputs, outputs, self.plans)  # type: ignore[arg-type]
 
 
 def plain_layers(module: nn.Module) -> list[_Layer] | None:
@@ -164,12 +161,6 @@ class _Sample:
     raw_log_std: th.Tensor  # before the clip to [LOG_STD_MIN, LOG_STD_MAX]
     tapes: tuple[_Tape, _Tape, _Tape]  # latent, mean head, log std head
 
-    def narrow(self, start: int, length: int) -> _Sample:
-        """The same sample restricted to the rows ``start:start + length`` (views, no copy)."""
-        names = [field.name for field in dataclasses.fields(self) if field.name != "tapes"]
-        fields = {name: getattr(self, name).narrow(0, start, length) for name in names}
-        return _Sample(**fields, tapes=tuple(tape.narrow(start, length) for tape in self.tapes))  # type: ignore[arg-type]
-
 
 def _features(network: BaseModel, obs: th.Tensor) -> th.Tensor:
     """``network``'s features of ``obs`` (its extractor has no parameters: nothing to differentiate)."""
@@ -196,36 +187,19 @@ class FusedGradients:
         self.latent, self.mu, self.log_std = actor_layers
         self.critics, self.targets = critics, targets
         self.tanh_jacobian_eps = policy.actor.tanh_jacobian_eps
-        # (observations, the actor's sample there) drawn by critic_gradients for the actor step that follows
-        self._actor_sample: tuple[th.Tensor, _Sample] | None = None
 
-    def _sample(self, features: th.Tensor, noise: th.Tensor | None = None) -> _Sample:
+    def _sample(self, features: th.Tensor) -> _Sample:
         """A reparameterised action and its log-density (as ``SquashedGaussianActor.sample``), with what the
-        backward pass reads; ``noise`` is the standard normal draw (drawn here if not given)."""
+        backward pass reads."""
         latent, latent_tape = forward(self.latent, features)
         mean, mu_tape = forward(self.mu, latent)
         raw_log_std, log_std_tape = forward(self.log_std, latent)
         log_std = raw_log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-        if noise is None:
-            noise = th.randn_like(mean)
+        noise = th.randn_like(mean)
         pre_tanh = mean + th.exp(log_std) * noise
         log_prob = squashed_gaussian_log_prob(pre_tanh, mean, log_std, self.tanh_jacobian_eps)
         tapes = (latent_tape, mu_tape, log_std_tape)
         return _Sample(th.tanh(pre_tanh), log_prob, pre_tanh, mean, log_std, noise, raw_log_std, tapes)
-
-    def _next_and_current_samples(self, next_obs: th.Tensor, obs: th.Tensor) -> tuple[_Sample, _Sample]:
-        """
-        The samples at ``s'`` (for the target) and at ``s`` (for the actor step) in one forward pass over both
-        batches: the actor does not change between them (SB3 also samples both before the critic step), and one
-        pass of twice the rows costs less than two. The noise is drawn at ``s'`` first, then at ``s``, as two
-        separate :meth:`_sample` calls draw it, so that the random stream is the same.
-        """
-        features = th.cat([_features(self.actor, next_obs), _features(self.actor, obs)])
-        action_dim = self.mu[-1].linear.out_features
-        draws = [th.randn(len(batch), action_dim, dtype=features.dtype, device=features.device) for batch in (next_obs, obs)]
-        noise = th.cat(draws)
-        both = self._sample(features, noise)
-        return both.narrow(0, len(next_obs)), both.narrow(len(next_obs), len(obs))
 
     def _sample_backward(self, sample: _Sample, grad_action: th.Tensor, grad_log_prob: th.Tensor) -> None:
         """The actor's ``.grad`` from the gradients of the loss with respect to the action and its log-density
@@ -267,23 +241,16 @@ class FusedGradients:
         next_obs: th.Tensor,
         target_terms: tuple[th.Tensor, th.Tensor],
         ent_coef: th.Tensor,
-        actor_follows: bool = False,
     ) -> tuple[th.Tensor, th.Tensor]:
         """
         The critics' ``.grad`` of SACPlus's critic loss (``SACPlus._critic_loss``).
 
         :param target_terms: ``(rewards, not_done_discounts)``: the target is ``rewards + not_done_discounts * V(s')``
-        :param actor_follows: :meth:`actor_gradients` at ``obs`` comes next (after the critic step): its action is
-            sampled here, with the one at ``s'`` (:meth:`_next_and_current_samples`)
         :return: the loss and the mean Q-value of the batch
         """
         rewards, not_done_discounts = target_terms
         with th.no_grad():
-            if actor_follows:
-                next_sample, sample = self._next_and_current_samples(next_obs, obs)
-                self._actor_sample = (obs, sample)
-            else:
-                next_sample = self._sample(_features(self.actor, next_obs))
+            next_sample = self._sample(_features(self.actor, next_obs))
             next_input = th.cat([_features(self.critic_target, next_obs), next_sample.action], 1)
             next_q, _ = _min_over_critics([forward(layers, next_input)[0] for layers in self.targets])
             target_q = rewards + not_done_discounts * (next_q - ent_coef * next_sample.log_prob)
@@ -327,13 +294,6 @@ class FusedGradients:
                 grad_input += grad
         return grad_input
 
-    def _take_actor_sample(self, obs: th.Tensor) -> _Sample:
-        """The sample :meth:`critic_gradients` drew at ``obs`` (``actor_follows``), else a new one."""
-        kept, self._actor_sample = self._actor_sample, None
-        if kept is not None and kept[0] is obs:
-            return kept[1]
-        return self._sample(_features(self.actor, obs))
-
     def actor_gradients(self, obs: th.Tensor, ent_coef: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """
         The actor's ``.grad`` of ``-mean(min_i Q_i(s, a) - alpha log pi(a|s))`` with the current critics
@@ -342,7 +302,7 @@ class FusedGradients:
         :return: the loss, the log-densities ``[B, 1]`` and the fraction of saturated action units
         """
         with th.no_grad():
-            sample = self._take_actor_sample(obs)
+            sample = self._sample(_features(self.actor, obs))
             q_input = th.cat([_features(self.critic, obs), sample.action], dim=1)
             runs = [forward(layers, q_input) for layers in self.critics]
             min_q, shares = _min_over_critics([q for q, _ in runs])

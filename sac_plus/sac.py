@@ -310,16 +310,13 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         for param in [p for group in optimizer.param_groups for p in group["params"]]:
             param.grad = None  # zero_grad(set_to_none=True), without its per-call profiler scope
 
-    def _critic_gradients(
-        self, data: ReplayBufferSamples, ent_coef: th.Tensor, actor_follows: bool = False
-    ) -> tuple[th.Tensor, th.Tensor]:
+    def _critic_gradients(self, data: ReplayBufferSamples, ent_coef: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """The critics' ``.grad`` of the critic loss (autograd, or :mod:`sac_plus.fused` where it was chosen);
-        returns the loss and the mean Q-value. ``actor_follows``: the actor step on the same batch comes next (the
-        fused path then samples the actor at ``s`` and ``s'`` in one pass)."""
+        returns the loss and the mean Q-value."""
         if self._fused is not None:
             target_terms = (data.rewards, self._bootstrap_weights(data))
             return self._fused.critic_gradients(
-                data.observations, data.actions, data.next_observations, target_terms, ent_coef, actor_follows
+                data.observations, data.actions, data.next_observations, target_terms, ent_coef
             )
         critic_loss, q_mean = self._critic_loss(data, ent_coef)
         critic_loss.backward()
@@ -354,7 +351,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
 
             def gradients(path: FusedGradients | None) -> None:
                 self._fused = path
-                self._critic_gradients(data, self._current_ent_coef(), actor_follows=True)
+                self._critic_gradients(data, self._current_ent_coef())
                 self._actor_gradients(data.observations, self._current_ent_coef())
 
             self._fused = faster_of(fused, gradients, self.policy, data.rewards.shape[0])
@@ -374,7 +371,7 @@ class SACPlus(MonitoredOffPolicyAlgorithm):
         """
         ent_coef = self._current_ent_coef()
         self._clear_gradients(self.critic.optimizer)
-        critic_loss, q_mean = self._critic_gradients(data, ent_coef, actor_follows=update_actor)
+        critic_loss, q_mean = self._critic_gradients(data, ent_coef)
         step_optimizer(self.critic.optimizer)
         zero = th.zeros((), device=self.device)
         actor_loss = entropy = ent_coef_loss = saturation = zero

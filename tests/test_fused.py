@@ -24,17 +24,14 @@ def trained_model(**kwargs) -> SACPlus:
     return model
 
 
-def gradients(
-    model: SACPlus, path: fused.FusedGradients | None, data, actor_follows: bool = False
-) -> tuple[dict[str, th.Tensor], list[th.Tensor]]:
-    """Every ``.grad`` and the returned statistics of one critic and one actor gradient computation by ``path``
-    (with ``actor_follows``, the actor's sample at ``s`` is drawn with the critic's at ``s'``)."""
+def gradients(model: SACPlus, path: fused.FusedGradients | None, data) -> tuple[dict[str, th.Tensor], list[th.Tensor]]:
+    """Every ``.grad`` and the returned statistics of one critic and one actor gradient computation by ``path``."""
     for param in model.policy.parameters():
         param.grad = None
     model._fused = path
     th.manual_seed(3)
     ent_coef = model._current_ent_coef()
-    critic_loss, q_mean = model._critic_gradients(data, ent_coef, actor_follows)
+    critic_loss, q_mean = model._critic_gradients(data, ent_coef)
     actor_loss, log_prob, saturation = model._actor_gradients(data.observations, ent_coef)
     grads = {name: p.grad.clone() for name, p in model.policy.named_parameters() if p.grad is not None}
     return grads, [critic_loss.detach(), q_mean, actor_loss.detach(), log_prob.detach(), saturation]
@@ -52,9 +49,8 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("actor_follows", [False, True], ids=["separate-samples", "joint-sample"])
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
-def test_fused_gradients_are_autograd_s(case, actor_follows) -> None:
+def test_fused_gradients_are_autograd_s(case) -> None:
     model = trained_model(**copy.deepcopy(case))
     path = fused.fused_gradients_for(model.policy)
     assert path is not None
@@ -62,7 +58,7 @@ def test_fused_gradients_are_autograd_s(case, actor_follows) -> None:
         model.actor.log_std.bias[0] += 2.5
     data = model.replay_buffer.sample(BATCH)
     expected, expected_stats = gradients(model, None, data)
-    got, got_stats = gradients(model, path, data, actor_follows)
+    got, got_stats = gradients(model, path, data)
     assert sorted(got) == sorted(expected)
     assert not any(name.startswith("critic_target") for name in got)
     for name in expected:
@@ -71,30 +67,11 @@ def test_fused_gradients_are_autograd_s(case, actor_follows) -> None:
         th.testing.assert_close(got_stat, expected_stat, rtol=1e-5, atol=1e-6)
 
 
-def test_the_actor_step_uses_the_sample_drawn_with_the_target_s() -> None:
-    model = trained_model()
-    path = fused.fused_gradients_for(model.policy)
-    assert path is not None
-    data = model.replay_buffer.sample(BATCH)
-    model._fused = path
-    ent_coef = model._current_ent_coef()
-    model._critic_gradients(data, ent_coef, actor_follows=True)
-    assert path._actor_sample is not None and path._actor_sample[0] is data.observations
-    kept = path._actor_sample[1]
-    assert kept.action.shape == (BATCH, 1) and kept.tapes[0].inputs[0].shape[0] == BATCH
-    _, log_prob, _ = model._actor_gradients(data.observations, ent_coef)
-    assert path._actor_sample is None and th.equal(log_prob, kept.log_prob)
-    # without actor_follows (a delayed actor update) nothing is drawn for the actor
-    model._critic_gradients(data, ent_coef)
-    assert path._actor_sample is None
-
-
-@pytest.mark.parametrize("policy_delay", [1, 2])
-def test_training_by_either_path_gives_the_same_model(monkeypatch, policy_delay) -> None:
+def test_training_by_either_path_gives_the_same_model(monkeypatch) -> None:
     models = {}
     for mode in ("on", "off"):
         monkeypatch.setenv("SAC_PLUS_FUSED", mode)
-        models[mode] = trained_model(policy_delay=policy_delay)
+        models[mode] = trained_model()
         models[mode].learn(100, reset_num_timesteps=False)
     assert models["on"].gradient_path == "fused" and models["off"].gradient_path == "autograd"
     on, off = models["on"].policy.state_dict(), models["off"].policy.state_dict()
