@@ -67,11 +67,12 @@ def test_fused_gradients_are_autograd_s(case) -> None:
         th.testing.assert_close(got_stat, expected_stat, rtol=1e-5, atol=1e-6)
 
 
-def test_training_by_either_path_gives_the_same_model(monkeypatch) -> None:
+@pytest.mark.parametrize("policy_delay", [1, 2])
+def test_training_by_either_path_gives_the_same_model(monkeypatch, policy_delay) -> None:
     models = {}
     for mode in ("on", "off"):
         monkeypatch.setenv("SAC_PLUS_FUSED", mode)
-        models[mode] = trained_model()
+        models[mode] = trained_model(policy_delay=policy_delay)
         models[mode].learn(100, reset_num_timesteps=False)
     assert models["on"].gradient_path == "fused" and models["off"].gradient_path == "autograd"
     on, off = models["on"].policy.state_dict(), models["off"].policy.state_dict()
