@@ -15,6 +15,7 @@ measures is the split. Writes ``benchmarks/results/profile_<cpu>_<threads>t.md``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import time
 
@@ -28,21 +29,42 @@ ALGOS = ("sac_plus", "sb3_sac")
 PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise")
 
 
-def profile_steps(algo: str, threads: int, steps: int, seed: int) -> tuple[float, list]:
-    """Wall seconds of ``steps`` training env steps of a warmed-up model under the profiler, and its events."""
+# profiled env steps per profiler session: one long session slows SB3's autograd steps down as it goes (~3x over 200
+# steps here), so the steps are profiled in short windows whose results are summed
+WINDOW = 20
+
+
+@dataclasses.dataclass
+class OpTime:
+    """One operation and input shape: its calls and self CPU microseconds, summed over the windows."""
+
+    key: str
+    shapes: str
+    calls: int = 0
+    self_us: float = 0.0
+
+
+def profile_steps(algo: str, threads: int, steps: int, seed: int) -> tuple[float, list[OpTime]]:
+    """Wall seconds of ``steps`` training env steps of a warmed-up model under the profiler, and its operations."""
     model = warmed_model(algo, "Pendulum-v1", threads, 256, 256, seed)
     th.set_num_threads(threads)
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        start = time.perf_counter()
-        model.learn(steps, reset_num_timesteps=False)
-        seconds = time.perf_counter() - start
-    return seconds, list(prof.key_averages(group_by_input_shape=True))
+    seconds, ops = 0.0, {}
+    for start in range(0, steps, WINDOW):
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            begin = time.perf_counter()
+            model.learn(min(WINDOW, steps - start), reset_num_timesteps=False)
+            seconds += time.perf_counter() - begin
+        for event in prof.key_averages(group_by_input_shape=True):
+            op = ops.setdefault((event.key, str(event.input_shapes)), OpTime(event.key, str(event.input_shapes)))
+            op.calls += event.count
+            op.self_us += event.self_cpu_time_total
+    return seconds, list(ops.values())
 
 
-def section(algo: str, seconds: float, events: list, steps: int, top: int) -> list[str]:
+def section(algo: str, seconds: float, ops: list[OpTime], steps: int, top: int) -> list[str]:
     """Markdown lines for one algorithm: the split of a step, then the ``top`` operations by self time."""
-    total = sum(event.self_cpu_time_total for event in events) / steps
-    products = sum(event.self_cpu_time_total for event in events if event.key in PRODUCTS) / steps
+    total = sum(op.self_us for op in ops) / steps
+    products = sum(op.self_us for op in ops if op.key in PRODUCTS) / steps
     wall = seconds / steps * 1e6
     lines = [
         f"### {algo}",
@@ -55,10 +77,10 @@ def section(algo: str, seconds: float, events: list, steps: int, top: int) -> li
         "| operation | input shapes | calls per step | us per step | us per call |",
         "|---|---|---:|---:|---:|",
     ]
-    for event in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]:
-        shapes = str(event.input_shapes).replace("|", "/")
-        per_step, per_call = event.self_cpu_time_total / steps, event.self_cpu_time_total / event.count
-        lines.append(f"| `{event.key}` | `{shapes}` | {event.count / steps:.1f} | {per_step:.1f} | {per_call:.1f} |")
+    for op in sorted(ops, key=lambda op: -op.self_us)[:top]:
+        shapes = op.shapes.replace("|", "/")
+        per_step, per_call = op.self_us / steps, op.self_us / op.calls
+        lines.append(f"| `{op.key}` | `{shapes}` | {op.calls / steps:.1f} | {per_step:.1f} | {per_call:.1f} |")
     return [*lines, ""]
 
 
@@ -77,8 +99,8 @@ def main() -> None:
     command = f"python benchmarks/profile_update.py --threads {args.threads} --steps {args.steps}"
     lines = [f"Command: `{command}`  ", f"CPU: {cpu[0]} (flags: {cpu[1]}); torch {th.__version__}", ""]
     for algo in ALGOS:
-        seconds, events = profile_steps(algo, args.threads, args.steps, args.seed)
-        lines += section(algo, seconds, events, args.steps, args.top)
+        seconds, ops = profile_steps(algo, args.threads, args.steps, args.seed)
+        lines += section(algo, seconds, ops, args.steps, args.top)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"profile_{slug(cpu[0])}_{args.threads}t.md"
     path.write_text("\n".join(lines))
