@@ -218,6 +218,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS_DIR)
     args = parser.parse_args()
+    if min(args.steps, args.repeats, args.blocks, *args.threads) < 1:
+        parser.error("--steps, --repeats, --blocks and --threads must be >= 1")
     args.steps_for = lambda width: max(50, args.steps * 256 // width)  # keep wide runs affordable
 
     algos = [a for a in ALGOS if not (args.no_bf16 and a == "sac_plus_bf16")]
