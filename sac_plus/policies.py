@@ -206,6 +206,8 @@ def step_optimizer(optimizer: th.optim.Optimizer) -> None:
         optimizer.step()
         return
     for group, (params, grads, exp_avgs, exp_avg_sqs, steps) in groups:
+        if not params:
+            continue  # a group without parameters (add_param_group of an empty list): step() does nothing there
         # steps += 1 with a tensor 1: on the CPU, foreach with a Python number wraps it in a tensor per step (3x slower)
         th._foreach_add_(steps, [th.ones((), dtype=steps[0].dtype)] * len(steps))
         beta1, beta2 = (float(beta) for beta in group["betas"])

@@ -163,6 +163,23 @@ def test_step_optimizer_moves_parameters_and_state_as_step_does(kwargs):
     assert (policies._lean_adam_lists(optimizers[1]) is not None) == direct
 
 
+def test_step_optimizer_steps_past_a_group_without_parameters():
+    nets = _two_networks()
+    nets[1].load_state_dict(nets[0].state_dict())
+    optimizers = [build_optimizer(th.optim.Adam, net.parameters(), 1e-3, {}) for net in nets]
+    for optimizer in optimizers:
+        optimizer.add_param_group({"params": []})
+    for _ in range(3):
+        for net in nets:
+            net.zero_grad(set_to_none=True)
+            net(th.ones(2, 5)).sum().backward()
+        optimizers[0].step()
+        step_optimizer(optimizers[1])
+    assert policies._lean_adam_lists(optimizers[1]) is not None  # the direct kernel call was taken
+    for (name, a), b in zip(nets[0].state_dict().items(), nets[1].state_dict().values(), strict=True):
+        assert th.equal(a, b), name
+
+
 def test_step_optimizer_runs_the_hooks_of_step():
     net = _two_networks()[0]
     optimizer = build_optimizer(th.optim.Adam, net.parameters(), 1e-3, {})
