@@ -46,8 +46,7 @@ class OpTime:
 
 def profile_steps(algo: str, threads: int, steps: int, seed: int) -> tuple[float, list[OpTime]]:
     """Wall seconds of ``steps`` training env steps of a warmed-up model under the profiler, and its operations."""
-    model = warmed_model(algo, "Pendulum-v1", threads, 256, 256, seed)
-    th.set_num_threads(threads)
+    model = warmed_model(algo, "Pendulum-v1", threads, 256, 256, seed)  # sets the thread count
     seconds, ops = 0.0, {}
     for start in range(0, steps, WINDOW):
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:

@@ -107,7 +107,6 @@ def run_section(
     steps = args.steps_for(width)
     for repeat in range(args.repeats):
         models = {algo: warmed_model(algo, env, threads, batch, width, args.seed) for algo in algos}
-        th.set_num_threads(threads)
         for algo, seconds in interleaved_seconds(models, steps, min(args.blocks, steps)).items():
             rate = steps / seconds
             row = dict(
